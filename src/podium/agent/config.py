@@ -1,0 +1,112 @@
+"""The agent's settings: a TOML file, then command-line flags, then defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from podium.errors import ConfigError
+from podium.protocol.names import is_certname
+
+
+def _default_vardir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/podium-agent")
+    return Path.home() / ".local" / "share" / "podium-agent"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything an agent needs to enroll, connect and run actions."""
+
+    certname: str
+    server_url: str
+    brokers: tuple[str, ...]
+    vardir: Path = field(default_factory=_default_vardir)
+    cacert: Path | None = None
+    enrollment_token: str | None = None
+    facts_file: Path | None = None
+    # Limits
+    concurrency: int = 8
+    spool_ttl: timedelta = timedelta(days=14)
+    max_message_bytes: int = 1024 * 1024
+    # Timeouts
+    connect_timeout: float = 10.0
+    ping_interval: float = 60.0
+    ping_timeout: float = 30.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 32.0
+    waitforcert: float = 2.0
+
+    @property
+    def ssldir(self) -> Path:
+        return self.vardir / "ssl"
+
+    @property
+    def spooldir(self) -> Path:
+        return self.vardir / "spool"
+
+    @property
+    def cachedir(self) -> Path:
+        return self.vardir / "tasks-cache"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.ssldir / "certs" / f"{self.certname}.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.ssldir / "private_keys" / f"{self.certname}.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.cacert or self.ssldir / "certs" / "ca.pem"
+
+
+_DURATIONS = {"spool_ttl"}
+_PATHS = {"vardir", "cacert", "facts_file"}
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    """Merge the TOML file at ``path`` (if any) with ``overrides`` (flags that were set)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read agent config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"agent config {path} is not valid TOML: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(AgentConfig)}
+    unknown = values.keys() - known
+    if unknown:
+        raise ConfigError(
+            f"unknown agent setting(s): {', '.join(sorted(unknown))}; "
+            f"known settings are {', '.join(sorted(known))}"
+        )
+    values.setdefault("certname", socket.getfqdn().lower())
+    for name, flag in (("server_url", "--server-url"), ("brokers", "--broker")):
+        if not values.get(name):
+            raise ConfigError(f"the agent needs {name!r}: give {flag} or set it in the config file")
+    if isinstance(values["brokers"], str):
+        values["brokers"] = [values["brokers"]]
+    values["brokers"] = tuple(values["brokers"])
+    for name in _PATHS & values.keys():
+        values[name] = Path(values[name])
+    for name in _DURATIONS & values.keys():
+        if not isinstance(values[name], timedelta):
+            values[name] = timedelta(days=float(values[name]))
+    config = AgentConfig(**values)
+    if not is_certname(config.certname):
+        raise ConfigError(
+            f"certname {config.certname!r} is not valid: use lowercase letters, digits, '.', '-'"
+        )
+    if config.concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    return config

@@ -1,0 +1,85 @@
+"""Getting a certificate: key, CSR, submission to the server's CA, waiting for signing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import ssl
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from podium.agent import http
+from podium.agent.config import AgentConfig
+from podium.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _fingerprint(pem: bytes) -> str:
+    der = ssl.PEM_cert_to_DER_cert(pem.decode())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
+    """Make sure the agent has a key, a signed certificate and the CA certificate."""
+    if config.cert_path.exists() and config.key_path.exists() and config.ca_path.exists():
+        return
+    base = config.server_url.rstrip("/") + "/puppet-ca/v1"
+    if not config.ca_path.exists():
+        # Trust on first use, as Puppet agents do; pin it by giving --cacert instead.
+        pem = http.request(f"{base}/certificate/ca", context=ssl._create_unverified_context())  # noqa: S323
+        log.warning(
+            "trusting the CA certificate downloaded from %s (SHA-256 %s); "
+            "give --cacert to pin it instead",
+            config.server_url,
+            _fingerprint(pem),
+        )
+        _write_private(config.ca_path, pem, 0o644)
+    from podium.pki import keys  # imported here: only enrollment needs cryptography
+
+    if not config.key_path.exists():
+        _write_private(config.key_path, keys.generate_key(), 0o600)
+    context = ssl.create_default_context(cafile=str(config.ca_path))
+    name = quote(config.certname, safe="")
+    csr = keys.make_csr(
+        config.certname, config.key_path.read_bytes(), challenge_password=config.enrollment_token
+    )
+    try:
+        http.request(f"{base}/certificate_request/{name}", context=context, method="PUT", body=csr)
+    except http.HttpError as exc:
+        if "409" not in exc.msg:
+            raise
+        raise Conflict(
+            f"the CA already holds a certificate for {config.certname} that this agent's key "
+            f"does not match; revoke and clean it on the server, or restore {config.key_path}"
+        ) from exc
+    announced = False
+    while True:
+        try:
+            cert = http.request(f"{base}/certificate/{name}", context=context)
+            break
+        except NotFound:
+            if not wait:
+                raise
+            if not announced:
+                log.warning(
+                    "waiting for the CA to sign %s; on the server run: podium ca sign %s",
+                    config.certname,
+                    config.certname,
+                )
+                announced = True
+            time.sleep(config.waitforcert)
+    _write_private(config.cert_path, cert, 0o644)
+    log.info("certificate for %s installed", config.certname)

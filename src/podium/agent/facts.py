@@ -1,0 +1,61 @@
+"""The facts an agent reports about its node: a few cheap core facts plus a local file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+from podium import __version__
+
+
+def _os_release() -> dict[str, str]:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k: v.strip().strip('"') for k, v in pairs}
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def core_facts(certname: str) -> dict[str, Any]:
+    release = _os_release()
+    family = {"debian": "Debian", "ubuntu": "Debian", "rhel": "RedHat", "fedora": "RedHat"}
+    like = (release.get("ID_LIKE", "") + " " + release.get("ID", "")).split()
+    uname = platform.uname()
+    return {
+        "certname": certname,
+        "hostname": socket.gethostname().split(".")[0],
+        "fqdn": socket.getfqdn(),
+        "kernel": uname.system,
+        "kernelrelease": uname.release,
+        "os": {
+            "name": release.get("NAME", uname.system),
+            "family": next((family[i] for i in like if i in family), uname.system),
+            "release": {"full": release.get("VERSION_ID", uname.release)},
+            "architecture": uname.machine,
+        },
+        "processors": {"count": os.cpu_count() or 1},
+        "memory": {"system": {"total_bytes": _memory_bytes()}},
+        "podium_agent_version": __version__,
+    }
+
+
+def gather(certname: str, facts_file: Path | None) -> dict[str, Any]:
+    """Core facts, overlaid with the JSON object in ``facts_file`` if there is one."""
+    facts = core_facts(certname)
+    if facts_file is not None and facts_file.exists():
+        extra = json.loads(facts_file.read_text())
+        if isinstance(extra, dict):
+            facts.update(extra)
+    return facts

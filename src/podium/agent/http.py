@@ -1,0 +1,46 @@
+"""The agent's few HTTPS calls to the server (enrollment, task files), on the stdlib.
+
+They run in a worker thread; urllib keeps the agent's memory small.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.error
+import urllib.request
+
+from podium.errors import NotFound, PodiumError
+
+
+class HttpError(PodiumError):
+    kind = "podium.agent/http-error"
+
+
+def request(
+    url: str,
+    *,
+    context: ssl.SSLContext | None,
+    method: str = "GET",
+    body: bytes | None = None,
+    content_type: str = "text/plain",
+    timeout: float = 30.0,
+    max_bytes: int = 256 * 1024 * 1024,
+) -> bytes:
+    """The body of a 2xx answer; :class:`NotFound` for 404, :class:`HttpError` otherwise."""
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:
+            data: bytes = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(2000).decode("utf-8", "replace").strip()
+        if exc.code == 404:
+            raise NotFound(f"{url}: {detail or 'not found'}") from exc
+        raise HttpError(f"{method} {url} failed with HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HttpError(f"cannot reach {url}: {reason}") from exc
+    if len(data) > max_bytes:
+        raise HttpError(f"{url}: answer larger than {max_bytes} bytes")
+    return data

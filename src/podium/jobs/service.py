@@ -1,0 +1,451 @@
+"""The job engine: turns commands into PXP requests and results into stored states.
+
+A job's nodes are tracked in memory by transaction id while they run; every state
+change is queued and written in batches (one worker-thread call per flush), and a
+final result is acknowledged to its agent only once it is stored. After a restart the
+engine rebuilds that memory from the database and re-sends the requests of unfinished
+nodes: agents answer a known transaction id from their spool and never run it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from podium.errors import PodiumError, ValidationError
+from podium.jobs import states
+from podium.jobs.link import ControllerLink
+from podium.protocol import envelope as pcp
+from podium.protocol import messages as msg
+from podium.protocol.names import validate_certname
+from podium.store import NewEvent, NodeUpdate, Store
+from podium.tasks.codedir import CodeDir
+from podium.tasks.metadata import Task
+from podium.tasks.params import validate_params
+
+log = logging.getLogger(__name__)
+
+TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
+MODULE_FILE_PATH = "/puppet/v3/file_content/modules"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class _Pending:
+    job_id: int
+    certname: str
+    request: msg.NonBlockingRequest
+    state: str = "new"
+    grace: asyncio.TimerHandle | None = None
+
+    @property
+    def transaction_id(self) -> str:
+        return self.request.transaction_id
+
+
+@dataclass(eq=False)
+class _ActiveJob:
+    id: int
+    remaining: int
+    node_states: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    updates: list[NodeUpdate] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    job_states: list[tuple[int, str, datetime]] = field(default_factory=list)
+    facts: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
+    acks: list[tuple[str, str]] = field(default_factory=list)  # (agent uri, transaction id)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.events or self.job_states or self.facts or self.acks)
+
+
+class JobService:
+    """Runs jobs over a :class:`ControllerLink` and records them in a :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        link: ControllerLink,
+        codedir: CodeDir,
+        *,
+        # Timeouts
+        flush_interval: float = 0.005,
+        reconnect_grace: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.link = link
+        self.codedir = codedir
+        self.flush_interval = flush_interval
+        self.reconnect_grace = reconnect_grace
+        self._pending: dict[str, _Pending] = {}
+        self._by_node: dict[str, set[str]] = defaultdict(set)
+        self._jobs: dict[int, _ActiveJob] = {}
+        self._sent: dict[str, str] = {}  # message id → transaction id, for broker errors
+        self._batch = _Batch()
+        self._flusher: asyncio.Task[None] | None = None
+        self._finished: dict[int, asyncio.Event] = {}
+        link.on_message = self._on_message
+        link.on_change = self._on_change
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, *, inventory_timeout: float = 5.0) -> None:
+        await self.link.start()
+        try:
+            await asyncio.wait_for(self.link.ready.wait(), inventory_timeout)
+        except TimeoutError:
+            log.warning("no broker inventory after %.0f s; starting without it", inventory_timeout)
+        await self._recover()
+
+    async def stop(self) -> None:
+        for pending in self._pending.values():
+            if pending.grace is not None:
+                pending.grace.cancel()
+        await self.flush()
+        await self.link.stop()
+
+    async def flush(self) -> None:
+        """Write everything queued so far (and wait for a flush under way)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._batch:
+            self._flusher = asyncio.ensure_future(self._flush_now())
+            await asyncio.shield(self._flusher)
+
+    async def wait(self, job_id: int) -> None:
+        """Until the job is finished and stored (for the CLI's in-process callers)."""
+        event = self._finished.get(job_id)
+        if event is not None:
+            await event.wait()
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def run_task(
+        self,
+        *,
+        task: str,
+        params: dict[str, Any],
+        nodes: Sequence[str],
+        environment: str = "production",
+        description: str = "",
+        owner: str = "anonymous",
+        noop: bool = False,
+    ) -> int:
+        """Start a task job on ``nodes``; returns the job id."""
+        found = await asyncio.to_thread(self.codedir.task, environment, task)
+        checked = validate_params(found, params)
+        if noop and not found.supports_noop:
+            raise ValidationError(
+                f"task {found.name} does not support noop; run it without --noop",
+                kind="puppetlabs.orchestrator/task-not-noop",
+            )
+        certnames = list(dict.fromkeys(validate_certname(n, "node") for n in nodes))
+        if not certnames:
+            raise ValidationError(
+                "the job targets no nodes; give at least one node name",
+                kind="puppetlabs.orchestrator/empty-target",
+            )
+        txids = {c: uuid.uuid4().hex for c in certnames}
+        options = {
+            "task": found.name,
+            "params": checked,
+            "noop": noop,
+            "environment": environment,
+            "scope": {"nodes": certnames},
+        }
+        now = _now()
+        job_id = await asyncio.to_thread(
+            self.store.create_job,
+            type="task",
+            owner=owner,
+            environment=environment,
+            description=description,
+            options=options,
+            nodes=[(c, txids[c]) for c in certnames],
+            at=now,
+        )
+        known = await asyncio.to_thread(self.store.known_certnames, certnames)
+        job = _ActiveJob(job_id, remaining=len(certnames))
+        self._jobs[job_id] = job
+        self._finished[job_id] = asyncio.Event()
+        self._batch.job_states.append((job_id, "running", now))
+        request_params = self._task_params(found, checked, noop)
+        for certname in certnames:
+            pending = self._track(job_id, certname, txids[certname], request_params)
+            if certname in self.link.connected:
+                self._send_request(pending)
+            elif certname in known:
+                self._settle(pending, "failed", {}, f"node {certname} is not connected to the broker")
+            else:
+                self._settle(
+                    pending,
+                    "failed",
+                    {},
+                    f"unknown node {certname}: it has never connected; "
+                    "check the name or enroll the node",
+                )
+        self._flush_soon()
+        return job_id
+
+    def _task_params(self, task: Task, params: dict[str, Any], noop: bool) -> dict[str, Any]:
+        env = {"environment": task.environment}
+        files = [
+            {
+                "filename": task.executable.filename,
+                "uri": {"path": f"{TASK_FILE_PATH}/{task.module}/{task.executable.filename}", "params": env},
+                "sha256": task.executable.sha256,
+                "size_bytes": task.executable.size_bytes,
+            }
+        ]
+        for extra in task.files:
+            files.append(
+                {
+                    "filename": extra.filename,
+                    "uri": {"path": f"{MODULE_FILE_PATH}/{extra.filename}", "params": env},
+                    "sha256": extra.sha256,
+                    "size_bytes": extra.size_bytes,
+                }
+            )
+        body: dict[str, Any] = {
+            "task": task.name,
+            "input": params,
+            "files": files,
+            "input_method": task.input_method,
+        }
+        if noop:
+            body["noop"] = True
+        return body
+
+    def _track(
+        self, job_id: int, certname: str, txid: str, params: dict[str, Any]
+    ) -> _Pending:
+        request = msg.NonBlockingRequest(
+            transaction_id=txid, module="task", action="run", params=params
+        )
+        pending = _Pending(job_id, certname, request)
+        self._pending[txid] = pending
+        self._by_node[certname].add(txid)
+        return pending
+
+    def _send_request(self, pending: _Pending) -> None:
+        env = self.link.make(pending.request, pcp.make_uri(pending.certname, "agent"))
+        self._sent[env.id] = pending.transaction_id
+        if not self.link.send(env):
+            self._start_grace(pending)
+
+    # -- results ----------------------------------------------------------------------
+
+    def _on_message(self, env: pcp.Envelope) -> None:
+        try:
+            message = msg.decode(env)
+        except PodiumError as exc:
+            log.warning("ignoring a message from %s: %s", env.sender, exc.msg)
+            return
+        sender = pcp.split_uri(env.sender)[0]
+        if isinstance(message, msg.FactsUpdate):
+            self._batch.facts[sender] = (message.facts, _now())
+            self._flush_soon()
+        elif isinstance(message, msg.Error):
+            self._on_broker_error(message)
+        elif isinstance(message, msg.ProvisionalResponse | msg.NonBlockingResponse | msg.RpcError):
+            txid = message.transaction_id
+            pending = self._pending.get(txid)
+            if pending is not None and pending.certname != sender:
+                log.warning("%s answered for %s's transaction %s; ignored", sender, pending.certname, txid)
+                return
+            if isinstance(message, msg.ProvisionalResponse):
+                if pending is not None and pending.state == "new":
+                    pending.state = "running"
+                    self._record(pending, "running", None, None)
+            elif isinstance(message, msg.NonBlockingResponse):
+                if pending is not None:
+                    self._settle(pending, states.state_for_results(message.results), message.results, None)
+                # Acknowledge even a duplicate, once what we hold is stored.
+                self._batch.acks.append((env.sender, txid))
+                self._flush_soon()
+            elif pending is not None:
+                self._settle(pending, "errored", {}, message.description)
+
+    def _on_broker_error(self, error: msg.Error) -> None:
+        txid = self._sent.pop(error.id or "", None)
+        pending = self._pending.get(txid or "")
+        if pending is not None:
+            log.info("request for %s bounced: %s", pending.certname, error.description)
+            self._start_grace(pending)
+
+    def _on_change(self, certname: str, up: bool) -> None:
+        for txid in list(self._by_node.get(certname, ())):
+            pending = self._pending[txid]
+            if up:
+                if pending.grace is not None:
+                    pending.grace.cancel()
+                    pending.grace = None
+                self._send_request(pending)
+            else:
+                self._start_grace(pending)
+
+    def _start_grace(self, pending: _Pending) -> None:
+        if pending.grace is not None:
+            return
+        loop = asyncio.get_running_loop()
+        pending.grace = loop.call_later(self.reconnect_grace, self._give_up, pending)
+
+    def _give_up(self, pending: _Pending) -> None:
+        pending.grace = None
+        if self._pending.get(pending.transaction_id) is pending:
+            self._settle(
+                pending,
+                "failed",
+                {},
+                f"node {pending.certname} disconnected from the broker and did not come back "
+                f"within {self.reconnect_grace:.0f} s",
+            )
+            self._flush_soon()
+
+    def _record(
+        self, pending: _Pending, state: str, results: dict[str, Any] | None, message: str | None
+    ) -> None:
+        now = _now()
+        self._batch.updates.append(
+            NodeUpdate(pending.transaction_id, state, now, result=results, message=message)
+        )
+        detail: dict[str, Any] = {"node": pending.certname, "transaction_id": pending.transaction_id}
+        if message:
+            detail["message"] = message
+        self._batch.events.append(
+            NewEvent(
+                pending.job_id,
+                states.NODE_EVENTS[state],
+                now,
+                certname=pending.certname,
+                message=message or f"{pending.certname}: {state}",
+                details=detail,
+            )
+        )
+        self._flush_soon()
+
+    def _settle(
+        self, pending: _Pending, state: str, results: dict[str, Any], message: str | None
+    ) -> None:
+        """A node's final state."""
+        self._pending.pop(pending.transaction_id, None)
+        txids = self._by_node.get(pending.certname)
+        if txids is not None:
+            txids.discard(pending.transaction_id)
+            if not txids:
+                del self._by_node[pending.certname]
+        if pending.grace is not None:
+            pending.grace.cancel()
+            pending.grace = None
+        self._record(pending, state, results, message)
+        job = self._jobs.get(pending.job_id)
+        if job is None:
+            return
+        job.remaining -= 1
+        job.node_states.append(state)
+        if job.remaining == 0:
+            del self._jobs[job.id]
+            outcome = states.job_outcome(job.node_states)
+            now = _now()
+            self._batch.job_states.append((job.id, outcome, now))
+            self._batch.events.append(
+                NewEvent(job.id, "job_finished", now, message=f"job {job.id} {outcome}",
+                         details={"state": outcome})
+            )
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _flush_soon(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_interval)
+        await self._flush_now()
+
+    async def _flush_now(self) -> None:
+        while self._batch:
+            batch, self._batch = self._batch, _Batch()
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception:
+                log.exception("could not store job updates; retrying in 1 s")
+                self._requeue(batch)
+                await asyncio.sleep(1.0)
+                continue
+            for uri, txid in batch.acks:
+                self.link.send(self.link.make(msg.ResultAck(transaction_id=txid), uri))
+            for job_id, state, _ in batch.job_states:
+                if state in states.TERMINAL_JOB_STATES:
+                    done = self._finished.pop(job_id, None)
+                    if done is not None:
+                        done.set()
+
+    def _requeue(self, batch: _Batch) -> None:
+        self._batch.updates[:0] = batch.updates
+        self._batch.events[:0] = batch.events
+        self._batch.job_states[:0] = batch.job_states
+        self._batch.acks[:0] = batch.acks
+        for certname, value in batch.facts.items():
+            self._batch.facts.setdefault(certname, value)
+
+    def _write(self, batch: _Batch) -> None:
+        if batch.facts:
+            for certname, (facts, at) in batch.facts.items():
+                self.store.record_facts(certname, facts, at)
+        if batch.updates:
+            self.store.apply_node_updates(batch.updates)
+        if batch.events:
+            self.store.add_events(batch.events)
+        for job_id, state, at in batch.job_states:
+            self.store.set_job_state(job_id, state, at)
+
+    # -- recovery ---------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        jobs = await asyncio.to_thread(self.store.unfinished_jobs)
+        for job in jobs:
+            nodes = await asyncio.to_thread(self.store.unfinished_nodes, job.id)
+            active = _ActiveJob(job.id, remaining=len(nodes))
+            self._jobs[job.id] = active
+            self._finished[job.id] = asyncio.Event()
+            done_states = [
+                s
+                for s, n in job.node_states.items()
+                if s in states.TERMINAL_NODE_STATES
+                for _ in range(n)
+            ]
+            active.node_states.extend(done_states)
+            if not nodes:  # every node had settled; only the job's own state was lost
+                del self._jobs[job.id]
+                self._batch.job_states.append((job.id, states.job_outcome(done_states), _now()))
+                continue
+            try:
+                task = await asyncio.to_thread(self.codedir.task, job.environment, job.options["task"])
+                params = self._task_params(task, job.options.get("params", {}), bool(job.options.get("noop")))
+            except PodiumError as exc:
+                for node in nodes:
+                    pending = self._track(job.id, node.certname, node.transaction_id, {})
+                    self._settle(pending, "errored", {}, f"cannot resume after a restart: {exc.msg}")
+                continue
+            for node in nodes:
+                pending = self._track(job.id, node.certname, node.transaction_id, params)
+                pending.state = node.state
+                if node.certname in self.link.connected:
+                    self._send_request(pending)
+                else:
+                    self._start_grace(pending)
+            log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))
+        self._flush_soon()
