@@ -95,7 +95,7 @@ class Agent:
 
     async def _session(self, url: str) -> None:
         async with connect(
-            f"{url.rstrip('/')}/{AGENT_TYPE}" if not url.rstrip("/").endswith(AGENT_TYPE) else url,
+            f"{url.rstrip('/')}/{AGENT_TYPE}",
             ssl=self._ssl,
             compression=None,
             open_timeout=self.config.connect_timeout,

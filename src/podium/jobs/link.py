@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import broadcast
@@ -38,7 +39,7 @@ class ControllerLink:
 
     def __init__(self, certname: str) -> None:
         self.uri = pcp.make_uri(certname, CONTROLLER_TYPE)
-        self.connected: set[str] = set()
+        self.connected: dict[str, datetime] = {}  # agent certname → connected since
         self.on_message: OnMessage = lambda env: None
         self.on_change: OnChange = lambda certname, up: None
         self.ready = asyncio.Event()
@@ -69,8 +70,9 @@ class ControllerLink:
         message = msg.decode(env)
         if isinstance(message, msg.InventoryResponse):
             now = {pcp.split_uri(u)[0] for u in message.uris}
-            gone, came = self.connected - now, now - self.connected
-            self.connected = now
+            gone, came = self.connected.keys() - now, now - self.connected.keys()
+            stamp = datetime.now(UTC)
+            self.connected = {c: self.connected.get(c, stamp) for c in now}
             for certname in gone:
                 self.on_change(certname, False)
             for certname in came:
@@ -82,12 +84,15 @@ class ControllerLink:
                 if client_type != "agent":
                     continue
                 up = change.get("change") == "connected"
-                (self.connected.add if up else self.connected.discard)(certname)
+                if up:
+                    self.connected[certname] = datetime.now(UTC)
+                else:
+                    self.connected.pop(certname, None)
                 self.on_change(certname, up)
 
     def _lost(self) -> None:
         self.ready.clear()
-        gone, self.connected = self.connected, set()
+        gone, self.connected = self.connected, {}
         for certname in gone:
             self.on_change(certname, False)
 

@@ -1,0 +1,59 @@
+"""``podium agent``: the daemon that runs on every node."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run the agent on this node",
+        description=(
+            "Enroll with the server's CA if needed, connect to a broker (failing over down "
+            "the list) and run the tasks the server sends. Settings come from --config "
+            "(TOML, the same names as the flags with underscores) and flags, flags winning."
+        ),
+    )
+    p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument("--certname", help="this node's name (default: its FQDN)")
+    p.add_argument("--server-url", help="the server's API, e.g. https://podium.example:8143")
+    p.add_argument(
+        "--broker",
+        dest="brokers",
+        action="append",
+        metavar="URL",
+        help="broker URL, e.g. wss://podium.example:8142/pcp/v2 (repeat for failover)",
+    )
+    p.add_argument("--vardir", type=Path, help="where the agent keeps its SSL files, spool and cache")
+    p.add_argument("--cacert", type=Path, help="the CA certificate to trust (pins it)")
+    p.add_argument("--enrollment-token", help="token that lets the CA sign this node at once")
+    p.add_argument("--facts-file", type=Path, help="JSON object of extra facts to report")
+    p.add_argument("--concurrency", type=int, help="tasks run at once (default 8)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from podium.agent import config as agent_config
+    from podium.agent.daemon import run_agent
+
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "certname",
+            "server_url",
+            "brokers",
+            "vardir",
+            "cacert",
+            "enrollment_token",
+            "facts_file",
+            "concurrency",
+        )
+    }
+    return run_agent(agent_config.load(args.config, overrides))

@@ -1,0 +1,85 @@
+"""``podium server``: the API, job engine and (by default) the broker in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "server",
+        help="run the Podium server",
+        description=(
+            "Run the orchestrator API, the job engine and the PCP broker. State (database, "
+            "CA, certificates) lives in --datadir; settings may also come from PODIUM_* "
+            "environment variables (PODIUM_DATADIR, PODIUM_DATABASE_URL, ...)."
+        ),
+    )
+    p.add_argument("--datadir", type=Path, help="state directory (default $PODIUM_DATADIR)")
+    p.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL, e.g. postgresql://user@host/podium (default: SQLite in datadir)",
+    )
+    p.add_argument("--codedir", type=Path, help="directory holding environments/<env>/modules")
+    p.add_argument("--certname", help="the server's certname (default: this host's FQDN)")
+    p.add_argument("--host", help="API listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="API port (default 8143)")
+    p.add_argument("--broker-host", help="embedded broker listen address (default 127.0.0.1)")
+    p.add_argument("--broker-port", type=int, help="embedded broker port (default 8142)")
+    p.add_argument(
+        "--broker",
+        dest="brokers",
+        action="append",
+        metavar="URL",
+        help="use this standalone broker (wss://host:8142/pcp/v2) instead of the embedded one; "
+        "repeat for failover",
+    )
+    p.add_argument(
+        "--dns-alt-name",
+        dest="dns_alt_names",
+        action="append",
+        metavar="NAME",
+        help="extra name or IP for the server certificate (repeatable)",
+    )
+    p.add_argument(
+        "--autosign", action="append", metavar="GLOB", help="sign CSRs whose certname matches"
+    )
+    p.add_argument(
+        "--autosign-token",
+        dest="autosign_tokens",
+        action="append",
+        metavar="TOKEN",
+        help="sign CSRs carrying this enrollment token (challengePassword)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from podium.server.main import serve
+    from podium.server.settings import ServerSettings
+
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    tuples = {
+        k: tuple(getattr(args, k)) if getattr(args, k) else None
+        for k in ("brokers", "dns_alt_names", "autosign", "autosign_tokens")
+    }
+    if tuples["dns_alt_names"]:
+        tuples["dns_alt_names"] = ("localhost", "127.0.0.1", *tuples["dns_alt_names"])
+    settings = ServerSettings.from_env(
+        datadir=args.datadir,
+        database_url=args.database_url,
+        codedir=args.codedir,
+        certname=args.certname,
+        host=args.host,
+        port=args.port,
+        broker_host=args.broker_host,
+        broker_port=args.broker_port,
+        **tuples,
+    )
+    serve(settings, log_level=args.log_level)
+    return 0

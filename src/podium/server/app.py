@@ -1,0 +1,71 @@
+"""The server's ASGI application: orchestrator API, CA API and file content for agents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from podium import __version__
+from podium.errors import PodiumError
+from podium.server import ca_api, files_api, orchestrator
+from podium.server.runtime import Runtime
+
+
+def _error(status: int, kind: str, msg: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"kind": kind, "msg": msg, "details": details or {}}, status_code=status)
+
+
+async def _podium_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PodiumError)
+    return _error(exc.status, exc.kind, exc.msg, exc.details)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return _error(
+        400,
+        "puppetlabs.orchestrator/validation-error",
+        "invalid request: " + "; ".join(problems),
+        {"errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]},
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = "puppetlabs.orchestrator/not-found" if exc.status_code == 404 else "podium/http-error"
+    return _error(exc.status_code, kind, str(exc.detail))
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="Podium", version=__version__, lifespan=lifespan, docs_url="/docs")
+    app.state.runtime = runtime
+    app.add_exception_handler(PodiumError, _podium_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(orchestrator.router)
+    app.include_router(ca_api.router)
+    app.include_router(files_api.router)
+
+    @app.get("/status/v1/simple", include_in_schema=False)
+    async def simple_status() -> dict[str, str]:
+        return {"state": "running"}
+
+    return app

@@ -1,0 +1,180 @@
+"""``/orchestrator/v1``: commands, jobs, events and inventory."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from podium.errors import NotFound, ValidationError
+from podium.jobs.states import NODE_STATES
+from podium.protocol.names import validate_certname
+from podium.server import views
+from podium.server.runtime import Runtime
+
+PREFIX = "/orchestrator/v1"
+router = APIRouter(prefix=PREFIX)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scope(_Strict):
+    nodes: list[str] = Field(description="certnames of the target nodes")
+
+
+class TaskCommand(_Strict):
+    task: str
+    params: dict[str, Any]
+    scope: Scope
+    environment: str = "production"
+    noop: bool = False
+    description: str = ""
+
+
+class InventoryQuery(_Strict):
+    nodes: list[str]
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+@router.post("/command/task", status_code=202)
+async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    job_id = await runtime.jobs.run_task(
+        task=body.task,
+        params=body.params,
+        nodes=body.scope.nodes,
+        environment=body.environment,
+        description=body.description,
+        noop=body.noop,
+    )
+    job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
+    return JSONResponse({"job": job}, status_code=202)
+
+
+def _job_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound(f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job")
+    return int(raw)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    order_by: Literal["owner", "timestamp", "environment", "name", "state"] = "timestamp",
+    order: Literal["asc", "desc"] = "desc",
+    type: Literal["task", "deploy", "plan"] | None = None,
+) -> dict[str, Any]:
+    store = _runtime(request).store
+    items, total = await asyncio.to_thread(
+        store.list_jobs, limit=limit, offset=offset, order_by=order_by, order=order, type=type
+    )
+    base = _base(request)
+    return {
+        "items": [views.job(j, base) for j in items],
+        "pagination": {"limit": limit, "offset": offset, "total": total, "order_by": order_by, "order": order},
+    }
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+    record = await asyncio.to_thread(_runtime(request).store.get_job, _job_id(job_id))
+    return views.job(record, _base(request))
+
+
+@router.get("/jobs/{job_id}/nodes")
+async def job_nodes(
+    job_id: str,
+    request: Request,
+    state: str | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    if state is not None and state not in NODE_STATES:
+        raise ValidationError(f"unknown node state {state!r}; use one of {', '.join(NODE_STATES)}")
+    store = _runtime(request).store
+    jid = _job_id(job_id)
+    await asyncio.to_thread(store.get_job, jid)  # 404 for an unknown job
+    items, total = await asyncio.to_thread(
+        store.job_nodes, jid, state=state, limit=limit, offset=offset
+    )
+    return {
+        "items": [views.job_node(n) for n in items],
+        "pagination": {"limit": limit, "offset": offset, "total": total},
+    }
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(
+    job_id: str,
+    request: Request,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    store = _runtime(request).store
+    jid = _job_id(job_id)
+    job = await asyncio.to_thread(store.get_job, jid)
+    events = await asyncio.to_thread(store.job_events, jid, start=start, limit=limit)
+    nxt = events[-1].id + 1 if events else start
+    return {
+        "next-events": {"id": f"{_base(request)}/jobs/{jid}/events?start={nxt}", "event": str(nxt)},
+        "items": [views.event(e) for e in events],
+        "job_state": job.state,
+    }
+
+
+def _inventory_item(runtime: Runtime, certname: str) -> dict[str, Any]:
+    since = runtime.link.connected.get(certname)
+    item: dict[str, Any] = {"name": certname, "connected": since is not None}
+    if since is not None:
+        item["broker"] = "pcp:///server"
+        item["timestamp"] = since.isoformat().replace("+00:00", "Z")
+    return item
+
+
+@router.get("/inventory")
+async def inventory(request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    nodes = await asyncio.to_thread(runtime.store.list_nodes)
+    names = sorted({n.certname for n in nodes} | runtime.link.connected.keys())
+    return {"items": [_inventory_item(runtime, n) for n in names]}
+
+
+@router.get("/inventory/{node}")
+async def inventory_node(node: str, request: Request) -> dict[str, Any]:
+    return _inventory_item(_runtime(request), validate_certname(node, "node"))
+
+
+@router.post("/inventory")
+async def inventory_nodes(body: InventoryQuery, request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    return {"items": [_inventory_item(runtime, validate_certname(n, "node")) for n in body.nodes]}
+
+
+@router.get("/tasks")
+async def list_tasks(request: Request, environment: str = "production") -> dict[str, Any]:
+    runtime = _runtime(request)
+    tasks = await asyncio.to_thread(runtime.codedir.list_tasks, environment)
+    base = _base(request)
+    return {
+        "environment": {"name": environment},
+        "items": [
+            {"id": f"{base}/tasks/{t.module}/{t.name.split('::')[-1]}", "name": t.name}
+            for t in tasks
+            if not t.private
+        ],
+    }

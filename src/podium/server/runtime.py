@@ -1,0 +1,110 @@
+"""Everything a running server holds: store, CA, broker, job engine; built from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from podium.broker.routing import Router
+from podium.broker.server import Broker
+from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
+from podium.jobs.service import JobService
+from podium.pki.ca import AutosignPolicy, CertificateAuthority
+from podium.pki.tls import client_context, server_context
+from podium.server.settings import ServerSettings
+from podium.store import Store
+from podium.tasks import builtin_codedir
+from podium.tasks.codedir import CodeDir
+
+log = logging.getLogger(__name__)
+
+
+def open_ca(settings: ServerSettings) -> CertificateAuthority:
+    """The server's CA, created on first start; its own TLS certificate issued likewise."""
+    policy = AutosignPolicy(patterns=settings.autosign, tokens=settings.autosign_tokens)
+    if (settings.cadir / "ca_crt.pem").exists():
+        ca = CertificateAuthority.open(settings.cadir)
+        if settings.autosign or settings.autosign_tokens:
+            ca.set_autosign(policy)
+    else:
+        ca = CertificateAuthority.init(settings.cadir, autosign=policy)
+        log.info("created a certificate authority in %s", settings.cadir)
+    if not settings.cert_path.exists():
+        dns = [n for n in settings.dns_alt_names if not _is_ip(n)]
+        ips = [n for n in settings.dns_alt_names if _is_ip(n)]
+        cert, key = ca.issue(settings.certname, dns_names=[settings.certname, *dns], ip_addresses=ips)
+        settings.ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.cert_path.write_bytes(cert)
+        settings.key_path.touch(mode=0o600)
+        settings.key_path.write_bytes(key)
+    return ca
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def choose_codedir(settings: ServerSettings) -> Path:
+    if settings.codedir is not None:
+        return settings.codedir
+    own = settings.datadir / "code"
+    return own if (own / "environments").is_dir() else builtin_codedir()
+
+
+class Runtime:
+    """The server's parts, started and stopped together."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        settings.datadir.mkdir(parents=True, exist_ok=True)
+        self.ca = open_ca(settings)
+        self.store = Store(settings.db_url)
+        self.codedir = CodeDir(choose_codedir(settings))
+        self.broker: Broker | None = None
+        link: ControllerLink
+        if settings.brokers:
+            link = RemoteLink(
+                settings.certname,
+                settings.brokers,
+                ssl_context=client_context(
+                    ca=self.ca.ca_cert_path, cert=settings.cert_path, key=settings.key_path
+                ),
+            )
+        else:
+            self.broker = Broker(
+                Router(controllers={settings.certname}, max_clients=settings.max_connections),
+                ssl_context=server_context(
+                    cert=settings.cert_path,
+                    key=settings.key_path,
+                    ca=self.ca.ca_cert_path,
+                    require_client_cert=True,
+                ),
+                host=settings.broker_host,
+                port=settings.broker_port,
+                crl_path=self.ca.crl_path,
+            )
+            link = LocalLink(self.broker, settings.certname)
+        self.link = link
+        self.jobs = JobService(
+            self.store, link, self.codedir, reconnect_grace=settings.reconnect_grace
+        )
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.migrate)
+        if self.broker is not None:
+            await self.broker.start()
+            log.info("broker listening on wss://%s:%d", self.settings.broker_host, self.broker.port)
+        await self.jobs.start(inventory_timeout=0.5 if self.broker is not None else 5.0)
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+        await asyncio.to_thread(self.store.close)

@@ -1,0 +1,80 @@
+"""The server's settings: flags, then ``PODIUM_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podium.config import default_datadir, env
+
+
+def _default_certname() -> str:
+    return socket.getfqdn().lower() or "podium-server"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the server keeps its state and where it listens."""
+
+    datadir: Path = field(default_factory=default_datadir)
+    database_url: str | None = None  # default: SQLite in datadir
+    codedir: Path | None = None  # default: datadir/code, else the built-in code
+    certname: str = field(default_factory=_default_certname)
+    host: str = "127.0.0.1"
+    port: int = 8143
+    # The embedded broker; give `brokers` to use standalone ones instead.
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 8142
+    brokers: tuple[str, ...] = ()
+    dns_alt_names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    autosign: tuple[str, ...] = ()
+    autosign_tokens: tuple[str, ...] = ()
+    # Timeouts
+    reconnect_grace: float = 300.0
+    # Limits
+    max_connections: int = 20_000
+
+    @property
+    def cadir(self) -> Path:
+        return self.datadir / "ca"
+
+    @property
+    def ssldir(self) -> Path:
+        return self.datadir / "ssl"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.ssldir / f"{self.certname}.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.ssldir / f"{self.certname}.key.pem"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.datadir / 'podium.db'}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        """Settings from ``PODIUM_*`` variables, with ``overrides`` (flags given) on top."""
+        values: dict[str, object] = {}
+        for name, conv in (
+            ("datadir", Path),
+            ("database_url", str),
+            ("codedir", Path),
+            ("certname", str),
+            ("host", str),
+            ("port", int),
+            ("broker_host", str),
+            ("broker_port", int),
+        ):
+            raw = env(name.upper())
+            if raw:
+                values[name] = conv(raw)
+        for name in ("brokers", "autosign", "autosign_tokens", "dns_alt_names"):
+            raw = env(name.upper())
+            if raw:
+                values[name] = tuple(v.strip() for v in raw.split(",") if v.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

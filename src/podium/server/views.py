@@ -1,0 +1,67 @@
+"""Stored records in the orchestrator API's JSON shapes (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from podium.store import EventRecord, JobNodeRecord, JobRecord
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def job(record: JobRecord, base: str) -> dict[str, Any]:
+    url = f"{base}/jobs/{record.id}"
+    last = record.finished_at or record.started_at or record.created_at
+    return {
+        "id": url,
+        "name": str(record.id),
+        "state": record.state,
+        "command": record.type,
+        "type": record.type,
+        "options": record.options,
+        "owner": {"login": record.owner},
+        "description": record.description,
+        "environment": {"name": record.environment},
+        "node_count": record.node_count,
+        "node_states": record.node_states,
+        "timestamp": _ts(last),
+        "created_timestamp": _ts(record.created_at),
+        "started_timestamp": _ts(record.started_at),
+        "finished_timestamp": _ts(record.finished_at),
+        "duration": _duration(record.started_at or record.created_at, record.finished_at),
+        "nodes": {"id": f"{url}/nodes"},
+        "events": {"id": f"{url}/events"},
+    }
+
+
+def job_node(record: JobNodeRecord) -> dict[str, Any]:
+    return {
+        "name": record.certname,
+        "state": record.state,
+        "transaction_id": record.transaction_id,
+        "start_timestamp": _ts(record.started_at),
+        "finish_timestamp": _ts(record.finished_at),
+        "duration": _duration(record.started_at, record.finished_at),
+        "timestamp": _ts(record.finished_at or record.started_at),
+        "result": record.result,
+        "details": {"message": record.message} if record.message else {},
+    }
+
+
+def event(record: EventRecord) -> dict[str, Any]:
+    return {
+        "id": str(record.id),
+        "type": record.type,
+        "timestamp": _ts(record.timestamp),
+        "details": record.details,
+        "message": record.message,
+    }
