@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from podium.cli import main as cli_main
+from podium.pki.ca import CertificateAuthority
+from podium.pki.keys import generate_key, make_csr
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cadir(tmp_path: Path) -> Path:
+    return tmp_path / "ca"
+
+
+@pytest.fixture
+def run(cadir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``run("list", "--all") -> (exit code, stdout, stderr)`` against ``cadir``."""
+    # Only this command's module: the tests must not depend on the other commands.
+    monkeypatch.setattr(cli_main, "_COMMANDS", ("ca",))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli_main.main(["ca", argv[0], "--cadir", str(cadir), *argv[1:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def _submit(cadir: Path, *certnames: str) -> None:
+    ca = CertificateAuthority.open(cadir)
+    for certname in certnames:
+        ca.submit_csr(certname, make_csr(certname, generate_key()))
+
+
+def test_init_creates_the_ca_and_prints_where_and_its_fingerprint(run: Run, cadir: Path) -> None:
+    code, out, _ = run("init", "--name", "Lab CA")
+    assert code == 0
+    ca = CertificateAuthority.open(cadir)
+    assert f"in {cadir}" in out
+    assert ca.fingerprint in out
+    assert "Autosign is off" in out
+
+
+def test_init_as_json(run: Run, cadir: Path) -> None:
+    code, out, _ = run(
+        "init", "--autosign", "*.lab", "web*", "--autosign-token", "t1", "--format", "json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["cadir"] == str(cadir)
+    assert data["fingerprint"] == CertificateAuthority.open(cadir).fingerprint
+    assert data["autosign"] == {"patterns": ["*.lab", "web*"], "token_count": 1}
+    assert "t1" not in out
+
+
+def test_init_twice_fails_with_one_line(run: Run) -> None:
+    run("init")
+    code, out, err = run("init")
+    assert code == 1
+    assert out == ""
+    assert err.startswith("podium ca: a certificate authority already exists")
+    assert err.count("\n") == 1
+
+
+def test_commands_without_a_ca_say_how_to_create_one(run: Run) -> None:
+    code, _, err = run("list")
+    assert code == 1
+    assert "run `podium ca init`" in err
+
+
+def test_the_cadir_defaults_to_the_environment(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PODIUM_CADIR", str(tmp_path / "from-env"))
+    assert cli_main.main(["ca", "init"]) == 0
+    assert (tmp_path / "from-env" / "ca_crt.pem").exists()
+
+
+def test_list_says_when_nothing_is_pending(run: Run) -> None:
+    run("init")
+    assert run("list")[1] == "No certificate requests are pending.\n"
+
+
+def test_list_shows_pending_requests_as_an_aligned_table(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01.example.com", "db1")
+    code, out, _ = run("list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["CERTNAME", "STATE", "FINGERPRINT", "(SHA-256)", "EXPIRES"]
+    assert [row.split()[:2] for row in rows] == [
+        ["db1", "requested"],
+        ["web01.example.com", "requested"],
+    ]
+    assert {line.index("requested") for line in rows} == {header.index("STATE")}
+    fingerprints = {
+        info.certname: info.fingerprint for info in CertificateAuthority.open(cadir).list()
+    }
+    assert rows[0].split()[2] == fingerprints["db1"]
+
+
+def test_sign_then_list_all(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01", "web02")
+    code, out, _ = run("sign", "web01")
+    assert (code, out) == (0, "Signed the certificate of web01 (serial 2).\n")
+    assert [row.split()[:2] for row in run("list")[1].splitlines()[1:]] == [["web02", "requested"]]
+    rows = run("list", "--all")[1].splitlines()[1:]
+    assert [row.split()[:2] for row in rows] == [["web01", "signed"], ["web02", "requested"]]
+    assert rows[0].endswith("UTC")
+
+
+def test_list_as_json(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01", "web02")
+    run("sign", "web01")
+    data = json.loads(run("list", "--all", "--format", "json")[1])
+    assert [(item["certname"], item["state"], item["serial"]) for item in data] == [
+        ("web01", "signed", 2),
+        ("web02", "requested", None),
+    ]
+    assert data[0]["not_after"].startswith("20")
+    assert json.loads(run("list", "--format", "json")[1])[0]["certname"] == "web02"
+
+
+def test_sign_all_signs_every_pending_request(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01", "web02")
+    code, out, _ = run("sign", "--all", "--format", "json")
+    assert code == 0
+    assert [(item["certname"], item["serial"]) for item in json.loads(out)] == [
+        ("web01", 2),
+        ("web02", 3),
+    ]
+    assert run("sign", "--all")[1] == "No certificate requests are pending.\n"
+
+
+def test_sign_refuses_unknown_certnames_before_signing_any(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01")
+    code, _, err = run("sign", "web01", "ghost")
+    assert code == 1
+    assert err == "podium ca: no certificate request is pending for ghost\n"
+    assert CertificateAuthority.open(cadir).certificate("web01") is None
+
+
+@pytest.mark.parametrize("argv", [("sign",), ("sign", "web01", "--all")])
+def test_sign_needs_certnames_or_all_but_not_both(run: Run, argv: tuple[str, ...]) -> None:
+    run("init")
+    code, _, err = run(*argv)
+    assert code == 1
+    assert "give the certnames to sign, or --all" in err
+
+
+def test_revoke_prints_the_serials(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01")
+    run("sign", "web01")
+    code, out, _ = run("revoke", "web01")
+    assert (code, out) == (0, "Revoked the certificate of web01 (serial 2).\n")
+    assert run("list", "--all")[1].splitlines()[1].split()[:2] == ["web01", "revoked"]
+    data = json.loads(run("revoke", "web01", "--format", "json")[1])
+    assert data == [{"certname": "web01", "serial": 2, "state": "revoked"}]
+
+
+def test_revoke_refuses_a_name_without_a_certificate(run: Run, cadir: Path) -> None:
+    run("init")
+    _submit(cadir, "web01")
+    code, _, err = run("revoke", "web01")
+    assert code == 1
+    assert err == "podium ca: no certificate was signed for web01\n"
+
+
+def test_autosign_shows_and_sets_the_policy(run: Run, cadir: Path) -> None:
+    run("init")
+    assert run("autosign")[1] == "Autosign is off: requests wait for `podium ca sign`.\n"
+    code, out, _ = run("autosign", "--pattern", "*.lab", "--token", "secret-1", "secret-2")
+    assert code == 0
+    assert out == "Autosign patterns: *.lab\nAutosign tokens: 2 enrollment tokens\n"
+    assert "secret" not in out
+    _submit(cadir, "web01.lab")
+    assert CertificateAuthority.open(cadir).certificate("web01.lab") is not None
+
+
+def test_autosign_keeps_what_is_not_given(run: Run) -> None:
+    run("init")
+    run("autosign", "--pattern", "*.lab", "--token", "secret")
+    run("autosign", "--pattern", "*.dev")
+    data = json.loads(run("autosign", "--format", "json")[1])
+    assert data == {"patterns": ["*.dev"], "token_count": 1}
+
+
+def test_autosign_off_clears_the_policy(run: Run) -> None:
+    run("init", "--autosign", "*")
+    assert run("autosign", "--off")[1].startswith("Autosign is off")
+    assert json.loads(run("autosign", "--format", "json")[1]) == {"patterns": [], "token_count": 0}
+    code, _, err = run("autosign", "--off", "--pattern", "*")
+    assert code == 1 and "--off cannot be combined" in err
