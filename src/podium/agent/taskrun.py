@@ -1,0 +1,494 @@
+"""Running a task on the node: the Bolt result rules, a detached runner, the file cache.
+
+A task runs under a small ``/bin/sh`` wrapper in its own session, with its input and
+output in files of the transaction's spool folder; the wrapper writes the exit code to
+``exitcode`` (via a rename) when the task ends. The task and its recorded outcome thus
+survive the agent being stopped or killed, and a restarted agent picks up the result
+with :func:`wait_task` from the pid kept in the spool.
+
+API:
+
+- :func:`task_result` (pure): stdout, stderr, exit code → (succeeded, result).
+- :func:`start_task` → pid of the wrapper; :func:`wait_task` → (succeeded, result).
+  ``wait_task`` awaits the process (a pidfd in the event loop) when this agent process
+  started it, and otherwise polls for the exit code while the pid is alive
+  (:func:`wait_orphan`, for tasks left by an earlier agent process).
+- :func:`read_outcome` (blocking): the outcome recorded in a transaction folder.
+- :class:`FileCache`: task files by SHA-256, checked before every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from podium.errors import Conflict, ValidationError
+
+TASK_ERROR: Final = "puppetlabs.tasks/task-error"
+# Output kept from each of stdout and stderr; the rest stays in the spool files.
+MAX_OUTPUT: Final = 8 * 1024 * 1024
+
+# The only variables a task inherits from the agent (which may hold secrets).
+_INHERITED_ENV: Final = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+_DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A PT_ variable larger than this is left out when the value also goes on stdin: the
+# kernel refuses to start a process with a single variable over 128 KiB.
+_MAX_ENV_VALUE: Final = 64 * 1024
+_ENV_NAME: Final = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+# Used when a file is not executable and has no #! line.
+_INTERPRETERS: Final[dict[str, tuple[str, ...]]] = {
+    ".py": ("python3",),
+    ".rb": ("ruby",),
+    ".sh": ("/bin/sh",),
+    ".ps1": ("pwsh", "-NoProfile", "-NonInteractive", "-File"),
+}
+# $1 is the transaction folder, the rest the command. The exit code is renamed into
+# place so that a reader never sees a half-written one.
+_WRAPPER: Final = (
+    'd=$1; shift; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
+    'printf "%s\\n" "$?" >"$d/exitcode.tmp" && mv -f "$d/exitcode.tmp" "$d/exitcode"'
+)
+_LOST: Final = "the agent lost track of the task: no exit code was recorded"
+
+
+# -- results --------------------------------------------------------------------------
+
+
+def task_result(stdout: bytes, stderr: bytes, exitcode: int) -> tuple[bool, dict[str, Any]]:
+    """(succeeded, result) by the Bolt rules.
+
+    A JSON object on stdout is the result, other output becomes ``{"_output": text}``;
+    a failed task gets an ``_error`` (a non-zero exit adds a task-error with the exit
+    code) and, when it wrote to stderr, ``_stderr``.
+    """
+    text = stdout.decode("utf-8", errors="replace")
+    result = _json_object(text)
+    if result is None:
+        result = {"_output": text}
+    if "_error" in result:
+        result["_error"] = _normalise_error(result["_error"])
+    elif exitcode != 0:
+        result["_error"] = {
+            "kind": TASK_ERROR,
+            "msg": f"The task errored with a code {exitcode}",
+            "details": {"exitcode": exitcode},
+        }
+    succeeded = exitcode == 0 and "_error" not in result
+    if not succeeded and stderr:
+        result.setdefault("_stderr", stderr.decode("utf-8", errors="replace"))
+    return succeeded, result
+
+
+def read_outcome(txdir: Path, pid: int | None = None) -> tuple[bool, dict[str, Any]]:
+    """The outcome recorded in a transaction folder (blocking; small reads)."""
+    stdout = _read_capped(txdir / "stdout")
+    stderr = _read_capped(txdir / "stderr")
+    try:
+        exitcode = int((txdir / "exitcode").read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        result: dict[str, Any] = {
+            "_error": {"kind": TASK_ERROR, "msg": _LOST, "details": {"pid": pid}}
+        }
+        if stdout:
+            result["_output"] = stdout.decode("utf-8", errors="replace")
+        if stderr:
+            result["_stderr"] = stderr.decode("utf-8", errors="replace")
+        return False, result
+    return task_result(stdout, stderr, exitcode)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _normalise_error(error: object) -> dict[str, Any]:
+    """A task's own ``_error``, made safe for readers: kind, msg and details present."""
+    if isinstance(error, dict) and isinstance(error.get("msg"), str):
+        fixed = dict(error)
+        if not isinstance(fixed.get("kind"), str):
+            fixed["kind"] = TASK_ERROR
+        if not isinstance(fixed.get("details"), dict):
+            fixed["details"] = {}
+        return fixed
+    return {
+        "kind": TASK_ERROR,
+        "msg": "The task returned an invalid _error: it must be an object with a msg",
+        "details": {"original_error": error},
+    }
+
+
+def _read_capped(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(MAX_OUTPUT)
+    except FileNotFoundError:
+        return b""
+
+
+# -- running --------------------------------------------------------------------------
+
+
+# Wrappers this process started and has not reaped yet, by pid, with their folder's
+# name. Popen (unlike an asyncio subprocess transport) never kills its child when it is
+# closed or collected, so a task keeps running when the agent shuts down.
+_children: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
+
+
+async def start_task(
+    txdir: Path,
+    executable: Path,
+    *,
+    task_name: str,
+    params: dict[str, Any],
+    input_method: str | None,
+    installdir: Path,
+    noop: bool = False,
+) -> int:
+    """Start a task detached from the agent; returns the wrapper's pid.
+
+    The task gets ``params`` plus ``_task``, ``_installdir`` (and ``_noop`` when asked)
+    as JSON on stdin and/or as ``PT_<name>`` variables (``input_method``: stdin,
+    environment, or both, the default), runs in ``installdir``, and inherits only a
+    few harmless environment variables from the agent.
+    """
+    task_input = {**params, "_task": task_name, "_installdir": str(installdir)}
+    if noop:
+        task_input["_noop"] = True
+    use_stdin, use_env = _input_channels(input_method)
+    env = _task_environment(task_input if use_env else {}, stdin_too=use_stdin)
+    stdin = json.dumps(task_input) if use_stdin else ""
+    popen = await asyncio.to_thread(_spawn, txdir, executable, installdir, stdin, env)
+    _children[popen.pid] = (popen, txdir.name)
+    return popen.pid
+
+
+async def wait_task(txdir: Path, pid: int, *, poll: float = 0.05) -> tuple[bool, dict[str, Any]]:
+    """Wait for a task started by :func:`start_task`, here or by an earlier agent process.
+
+    A wrapper this process started is awaited through a pidfd (no polling, no thread);
+    any other pid is followed by :func:`wait_orphan`.
+    """
+    child = _children.get(pid)
+    if child is None or child[1] != txdir.name:
+        return await wait_orphan(txdir, pid, poll=poll)
+    await _wait_child(child[0], poll)
+    _children.pop(pid, None)
+    return await asyncio.to_thread(read_outcome, txdir, pid)
+
+
+async def wait_orphan(
+    txdir: Path, pid: int, *, poll: float = 0.05, max_poll: float = 1.0
+) -> tuple[bool, dict[str, Any]]:
+    """Wait for a wrapper by polling for ``exitcode`` while ``pid`` is alive.
+
+    For a task left by an earlier agent process. The interval grows from ``poll`` to
+    ``max_poll``. If the process is gone without having written an exit code, the task
+    failed and the agent lost track of it.
+    """
+    child = _children.get(pid)
+    exitcode = txdir / "exitcode"
+    delay = poll
+    while not exitcode.exists() and (child[0].poll() is None if child else _alive(pid)):
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, max(poll, max_poll))
+    return await asyncio.to_thread(read_outcome, txdir, pid)
+
+
+async def _wait_child(popen: subprocess.Popen[bytes], poll: float) -> None:
+    """Until our child exits, then reap it."""
+    if popen.poll() is not None:
+        return
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+        delay = poll
+        while popen.poll() is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    popen.wait()  # it has exited: this only reaps it
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie is not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no /proc here: trust kill()
+    # "pid (comm) S ...": the state follows the last parenthesis.
+    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
+
+
+def _input_channels(input_method: str | None) -> tuple[bool, bool]:
+    """(stdin, environment). PowerShell's own input method does not exist on POSIX
+    nodes; a .ps1 task there gets both."""
+    if input_method in (None, "both", "powershell"):
+        return True, True
+    if input_method == "stdin":
+        return True, False
+    if input_method == "environment":
+        return False, True
+    raise ValidationError(
+        f"unknown input_method {input_method!r}: use stdin, environment or both",
+        details={"input_method": input_method},
+    )
+
+
+def _task_environment(task_input: dict[str, Any], *, stdin_too: bool) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    for name, value in task_input.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if not _ENV_NAME.match(name) or "\0" in text:
+            if stdin_too:
+                continue
+            raise ValidationError(
+                f"parameter {name!r} cannot be passed in an environment variable "
+                "(the name must be a valid identifier and the value free of NUL bytes); "
+                "use input_method stdin",
+                details={"parameter": name},
+            )
+        if len(text) > _MAX_ENV_VALUE and stdin_too:
+            continue
+        env[f"PT_{name}"] = text
+    return env
+
+
+def _spawn(
+    txdir: Path, executable: Path, installdir: Path, stdin: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Write the task's stdin and start the wrapper (blocking: run in a thread)."""
+    if not installdir.is_dir():
+        raise ValidationError(f"the task's install folder {installdir} does not exist")
+    txdir = txdir.absolute()
+    if (txdir / "exitcode").exists():
+        raise Conflict(f"{txdir} already holds a finished task; a transaction runs once")
+    txdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(txdir / "stdin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(stdin)
+    argv = _command(executable.absolute())
+    try:
+        return subprocess.Popen(
+            ["/bin/sh", "-c", _WRAPPER, "podium-task", str(txdir), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=installdir,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ValidationError(f"cannot start task {executable.name}: {exc}") from exc
+
+
+def _command(executable: Path) -> list[str]:
+    """How to run a task file: its #! line, its extension, or the file itself."""
+    try:
+        with executable.open("rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise ValidationError(f"cannot read the task file {executable}: {exc.strerror}") from exc
+    path = str(executable)
+    runnable = os.access(executable, os.X_OK)
+    if head.startswith(b"#!"):
+        if runnable:
+            return [path]
+        line = head[2:].split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+        interpreter = line.split(None, 1)
+        if interpreter:
+            return [*interpreter, path]
+    if executable.suffix in _INTERPRETERS:
+        return [*_INTERPRETERS[executable.suffix], path]
+    if runnable:
+        return [path]
+    raise ValidationError(
+        f"cannot run the task file {executable.name}: it is not executable, has no #! line, "
+        f"and its extension is none of {', '.join(_INTERPRETERS)}"
+    )
+
+
+# -- file cache -----------------------------------------------------------------------
+
+_SHA256: Final = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+
+class FileCache:
+    """Task files by SHA-256 in ``root/<sha256>/<basename>``, checked before every use.
+
+    ``fetch`` gets a path with its query (``/puppet/v3/file_content/...?environment=x``)
+    and returns the body. Concurrent requests for one file share one download.
+    """
+
+    def __init__(self, root: Path, fetch: Callable[[str], Awaitable[bytes]]) -> None:
+        self.root = Path(root)
+        self._fetch = fetch
+        self._inflight: dict[tuple[str, str], asyncio.Future[Path]] = {}
+
+    async def get(self, spec: Mapping[str, Any]) -> Path:
+        """The local copy of a task file described as in the PE API's ``files`` list."""
+        sha256, size, basename, url = _check_spec(spec)
+        key = (sha256, basename)
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._get(sha256, size, basename, url, spec))
+            self._inflight[key] = future
+            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(future)
+
+    async def _get(
+        self, sha256: str, size: int, basename: str, url: str, spec: Mapping[str, Any]
+    ) -> Path:
+        path = self.root / sha256 / basename
+        if await asyncio.to_thread(_cached, path, sha256, size):
+            return path
+        data = await self._fetch(url)
+        actual = hashlib.sha256(data).hexdigest()
+        if len(data) != size or actual != sha256:
+            raise ValidationError(
+                f"task file {spec['filename']} changed on the server or in transit: expected "
+                f"{size} bytes with SHA-256 {sha256}, received {len(data)} bytes with SHA-256 "
+                f"{actual}; it was not run",
+                details={"filename": spec["filename"], "sha256": sha256, "received": actual},
+            )
+        await asyncio.to_thread(_store, path, data)
+        return path
+
+    async def purge(self, now: datetime, ttl: timedelta = timedelta(days=14)) -> int:
+        """Remove files not used for ``ttl``; returns how many cache entries went."""
+        busy = {sha for sha, _ in self._inflight}
+        return await asyncio.to_thread(_purge, self.root, (now - ttl).timestamp(), busy)
+
+
+def _check_spec(spec: Mapping[str, Any]) -> tuple[str, int, str, str]:
+    """(sha256, size, basename, path?query) of a file entry, each safe to use."""
+    if not isinstance(spec, Mapping):
+        raise ValidationError("a task file entry must be an object")
+    filename = spec.get("filename")
+    parts = filename.split("/") if isinstance(filename, str) else [""]
+    if not all(p and p not in (".", "..") and "\\" not in p and "\0" not in p for p in parts):
+        raise ValidationError(
+            f"invalid task file name {filename!r}", details={"filename": str(filename)}
+        )
+    sha256 = spec.get("sha256")
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise ValidationError(f"task file {filename}: sha256 must be 64 hex digits")
+    size = spec.get("size_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValidationError(f"task file {filename}: size_bytes must be a whole number")
+    uri = spec.get("uri")
+    path = uri.get("path") if isinstance(uri, Mapping) else None
+    query = uri.get("params") if isinstance(uri, Mapping) else None
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("//")
+        or any(c in path for c in "?#\\")
+        or not path.isprintable()
+        or " " in path
+    ):
+        raise ValidationError(f"task file {filename}: uri.path must be an absolute URL path")
+    if query is not None and not (
+        isinstance(query, Mapping) and all(isinstance(v, str | int) for v in query.values())
+    ):
+        raise ValidationError(f"task file {filename}: uri.params must map names to strings")
+    url = path + (f"?{urlencode(dict(query))}" if query else "")
+    return sha256.lower(), size, parts[-1], url
+
+
+def _cached(path: Path, sha256: str, size: int) -> bool:
+    """Whether the cached copy is intact; marks it used. A damaged copy is removed."""
+    try:
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size != size:
+                raise ValueError
+            intact = hashlib.file_digest(f, "sha256").hexdigest() == sha256
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        intact = False
+    if not intact:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+    os.utime(path.parent)
+    return True
+
+
+def _store(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), 0o700)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.utime(path.parent)
+
+
+def _purge(root: Path, cutoff: float, busy: set[str]) -> int:
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not _SHA256.match(entry.name) or entry.name in busy:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed

@@ -1,0 +1,395 @@
+"""The code directory: environments, modulepath, task lookup and safe file serving."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from podium.errors import ConfigError, NotFound, ValidationError
+from podium.tasks import UNKNOWN_ENVIRONMENT, UNKNOWN_TASK, CodeDir, builtin_codedir
+from podium.tasks import codedir as codedir_module
+
+Tree = Mapping[str, "str | bytes"]
+ENV = "environments/production"
+SH = "#!/bin/sh\necho hi\n"
+
+
+def test_builtin_code_has_the_echo_and_command_tasks() -> None:
+    code = CodeDir(builtin_codedir())
+    assert code.environments() == ["production"]
+    tasks = {t.name: t for t in code.list_tasks("production")}
+    assert list(tasks) == ["podium::command", "podium::echo"]
+    echo = tasks["podium::echo"]
+    assert echo.module == "podium"
+    assert echo.environment == "production"
+    assert echo.parameters["message"].type == "String"
+    assert tasks["podium::command"].parameters["command"].type == "String[1]"
+    content = echo.executable.path.read_bytes()
+    assert echo.executable.filename == "echo.sh"
+    assert echo.executable.sha256 == hashlib.sha256(content).hexdigest()
+    assert echo.executable.size_bytes == len(content)
+
+
+def test_builtin_scripts_are_plain_posix_sh() -> None:
+    tasks = builtin_codedir() / ENV / "modules/podium/tasks"
+    for script in tasks.glob("*.sh"):
+        text = script.read_text()
+        assert text.startswith("#!/bin/sh\n")
+        for bashism in ("[[", "function ", "$'", "echo -e", "source ", "local "):
+            assert bashism not in text, (script.name, bashism)
+
+
+def test_default_modulepath_is_the_environment_then_the_base(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree({f"{ENV}/modules/.keep": ""})
+    assert CodeDir(root).modulepath("production") == [
+        root / ENV / "modules",
+        root / "modules",
+    ]
+
+
+def test_environment_conf_sets_the_modulepath(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/environment.conf": "# comment\nmanifest = site.pp\n"
+            "modulepath = site:modules:$basemodulepath\n",
+            f"{ENV}/site/app/tasks/deploy.sh": SH,
+            f"{ENV}/modules/app/tasks/other.sh": SH,
+            "modules/base/tasks/init.sh": SH,
+        }
+    )
+    code = CodeDir(root)
+    assert code.modulepath("production") == [
+        root / ENV / "site",
+        root / ENV / "modules",
+        root / "modules",
+    ]
+    # The first folder holding "app" wins: app::other from modules/ is hidden.
+    assert [t.name for t in code.list_tasks("production")] == ["app::deploy", "base"]
+
+
+def test_environment_modules_shadow_base_modules(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/tool/tasks/run.sh": "#!/bin/sh\necho env\n",
+            "modules/tool/tasks/run.sh": "#!/bin/sh\necho base\n",
+            "modules/tool/tasks/base_only.sh": SH,
+        }
+    )
+    task = CodeDir(root).task("production", "tool::run")
+    assert task.executable.path == (root / ENV / "modules/tool/tasks/run.sh").resolve()
+    with pytest.raises(NotFound):
+        CodeDir(root).task("production", "tool::base_only")
+
+
+def test_unsupported_modulepath_variables_are_a_config_error(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree({f"{ENV}/environment.conf": "modulepath = $codedir/modules\n"})
+    with pytest.raises(ConfigError, match=r"\$codedir/modules"):
+        CodeDir(root).modulepath("production")
+
+
+@pytest.mark.parametrize("env", ["staging", "../environments/production", "Production", ""])
+def test_unknown_environment_says_which_exist(make_tree: Callable[[Tree], Path], env: str) -> None:
+    root = make_tree({f"{ENV}/modules/.keep": "", "environments/dev/modules/.keep": ""})
+    with pytest.raises(NotFound) as info:
+        CodeDir(root).list_tasks(env)
+    assert info.value.kind == UNKNOWN_ENVIRONMENT
+    assert "environments: dev, production" in info.value.msg
+
+
+def test_unknown_task_says_which_tasks_the_module_has(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {f"{ENV}/modules/svc/tasks/start.sh": SH, f"{ENV}/modules/svc/tasks/init.sh": SH}
+    )
+    with pytest.raises(NotFound) as info:
+        CodeDir(root).task("production", "svc::stop")
+    assert info.value.kind == UNKNOWN_TASK
+    assert "module svc has the tasks svc, svc::start" in info.value.msg
+
+
+def test_unknown_module_says_which_modules_exist(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree({f"{ENV}/modules/svc/tasks/start.sh": SH})
+    with pytest.raises(NotFound) as info:
+        CodeDir(root).task("production", "nginx::reload")
+    assert info.value.kind == UNKNOWN_TASK
+    assert "no module 'nginx'" in info.value.msg
+    assert "modules: svc" in info.value.msg
+
+
+def test_module_name_alone_means_its_init_task(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/package/tasks/init.json": '{"description": "Manage packages"}',
+            f"{ENV}/modules/package/tasks/init.rb": "#!/usr/bin/env ruby\n",
+        }
+    )
+    code = CodeDir(root)
+    assert code.task("production", "package") == code.task("production", "package::init")
+    assert code.task("production", "package").name == "package"
+    assert code.task("production", "package").description == "Manage packages"
+
+
+def test_task_files_include_single_files_and_folders(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/app/tasks/deploy.json": """{
+                "files": ["app/files/common.sh", "helpers/lib/helpers/", "app/files/common.sh"],
+                "implementations": [
+                    {"name": "deploy.sh", "requirements": ["shell"], "files": ["app/scripts/x.sh"]}
+                ]}""",
+            f"{ENV}/modules/app/tasks/deploy.sh": SH,
+            f"{ENV}/modules/app/files/common.sh": "common\n",
+            f"{ENV}/modules/app/scripts/x.sh": "x\n",
+            "modules/helpers/lib/helpers/a.rb": "a\n",
+            "modules/helpers/lib/helpers/sub/b.rb": "b\n",
+        }
+    )
+    task = CodeDir(root).task("production", "app::deploy")
+    assert [f.filename for f in task.files] == [
+        "app/files/common.sh",
+        "helpers/lib/helpers/a.rb",
+        "helpers/lib/helpers/sub/b.rb",
+        "app/scripts/x.sh",
+    ]
+    assert task.files[1].sha256 == hashlib.sha256(b"a\n").hexdigest()
+    assert task.files[1].size_bytes == 2
+
+
+def test_a_task_missing_one_of_its_files_is_invalid(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/app/tasks/deploy.json": '{"files": ["app/files/missing.sh"]}',
+            f"{ENV}/modules/app/tasks/deploy.sh": SH,
+        }
+    )
+    with pytest.raises(ValidationError, match=r"app::deploy needs app/files/missing.sh"):
+        CodeDir(root).task("production", "app::deploy")
+
+
+def test_a_task_needing_a_module_not_installed_is_invalid(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/app/tasks/deploy.json": '{"files": ["ruby_task_helper/files/h.rb"]}',
+            f"{ENV}/modules/app/tasks/deploy.sh": SH,
+        }
+    )
+    with pytest.raises(ValidationError, match="module 'ruby_task_helper' is not on the modulepath"):
+        CodeDir(root).task("production", "app::deploy")
+
+
+def test_tasks_without_metadata_are_listed(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree({f"{ENV}/modules/ops/tasks/uptime.sh": SH, f"{ENV}/modules/ops/README.md": ""})
+    task = CodeDir(root).task("production", "ops::uptime")
+    assert task.parameters == {}
+    assert not task.declares_parameters
+    assert [t.name for t in CodeDir(root).list_tasks("production")] == ["ops::uptime"]
+
+
+def test_a_broken_task_is_left_out_of_the_list_but_explained_on_lookup(
+    make_tree: Callable[[Tree], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/ops/tasks/good.sh": SH,
+            f"{ENV}/modules/ops/tasks/bad.json": '{"supports_noop": "yes"}',
+            f"{ENV}/modules/ops/tasks/bad.sh": SH,
+            f"{ENV}/modules/ops/tasks/nothing.json": "{}",
+        }
+    )
+    code = CodeDir(root)
+    assert [t.name for t in code.list_tasks("production")] == ["ops::good"]
+    assert "ops::bad" in caplog.text
+    with pytest.raises(ValidationError, match="'supports_noop'"):
+        code.task("production", "ops::bad")
+    with pytest.raises(ValidationError, match=r"expected a file named nothing\.<ext>"):
+        code.task("production", "ops::nothing")
+
+
+def test_an_executable_symlinked_out_of_the_module_is_refused(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree({f"{ENV}/modules/ops/tasks/.keep": "", "outside/evil.sh": SH})
+    (root / ENV / "modules/ops/tasks/evil.sh").symlink_to(root / "outside/evil.sh")
+    with pytest.raises(ValidationError, match="not a file inside module ops"):
+        CodeDir(root).task("production", "ops::evil")
+
+
+# -- serving files ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, write_tree: Callable[[Path, Tree], Path]
+) -> tuple[CodeDir, Path]:
+    """A module with files in every mount, a secret outside, and symlinks both ways."""
+    root = write_tree(
+        tmp_path_factory.mktemp("served"),
+        {
+            f"{ENV}/modules/app/files/a.txt": "a",
+            f"{ENV}/modules/app/files/sub/b.txt": "b",
+            f"{ENV}/modules/app/lib/l.rb": "l",
+            f"{ENV}/modules/app/tasks/t.sh": SH,
+            f"{ENV}/modules/app/scripts/s.sh": SH,
+            f"{ENV}/modules/app/manifests/init.pp": "class app {}",
+            f"{ENV}/modules/other/files/o.txt": "o",
+            "secret.txt": "secret",
+        },
+    )
+    files = root / ENV / "modules/app/files"
+    (files / "escape").symlink_to(root / "secret.txt")
+    (files / "escape_dir").symlink_to(root)
+    (files / "to_other").symlink_to(root / ENV / "modules/other/files/o.txt")
+    (files / "to_manifest").symlink_to(root / ENV / "modules/app/manifests/init.pp")
+    (files / "inside").symlink_to(root / ENV / "modules/app/lib/l.rb")
+    return CodeDir(root), root / ENV / "modules/app"
+
+
+@pytest.mark.parametrize(
+    ("relative", "content"),
+    [
+        ("files/a.txt", "a"),
+        ("files/sub/b.txt", "b"),
+        ("lib/l.rb", "l"),
+        ("tasks/t.sh", SH),
+        ("scripts/s.sh", SH),
+        ("files/inside", "l"),
+    ],
+)
+def test_module_files_are_served(served: tuple[CodeDir, Path], relative: str, content: str) -> None:
+    code, _ = served
+    assert code.file_path("production", "app", relative).read_text() == content
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "files/../manifests/init.pp",
+        "../other/files/o.txt",
+        "/etc/passwd",
+        "files//a.txt",
+        "files/./a.txt",
+        "files\\..\\secret",
+        "manifests/init.pp",
+        "files",
+        "files/a.txt\0",
+        "",
+    ],
+)
+def test_malformed_file_paths_are_refused(served: tuple[CodeDir, Path], relative: str) -> None:
+    code, _ = served
+    with pytest.raises(ValidationError, match="invalid module file path"):
+        code.file_path("production", "app", relative)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "files/escape",
+        "files/escape_dir/secret.txt",
+        "files/to_other",
+        "files/to_manifest",
+        "files/missing.txt",
+        "files/sub",
+    ],
+)
+def test_files_leading_outside_the_module_are_not_found(
+    served: tuple[CodeDir, Path], relative: str
+) -> None:
+    code, _ = served
+    with pytest.raises(NotFound):
+        code.file_path("production", "app", relative)
+
+
+@pytest.mark.parametrize(("module", "error"), [("nope", NotFound), ("../app", ValidationError)])
+def test_files_of_unknown_or_invalid_modules_are_refused(
+    served: tuple[CodeDir, Path], module: str, error: type[Exception]
+) -> None:
+    code, _ = served
+    with pytest.raises(error):
+        code.file_path("production", module, "files/a.txt")
+
+
+_SEGMENTS = st.sampled_from(
+    [
+        "files",
+        "lib",
+        "tasks",
+        "scripts",
+        "manifests",
+        "..",
+        ".",
+        "",
+        "a.txt",
+        "sub",
+        "b.txt",
+        "escape",
+        "escape_dir",
+        "secret.txt",
+        "inside",
+        "to_other",
+        "t.sh",
+        "\\",
+        "\0",
+        "app",
+    ]
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    relative=st.one_of(
+        st.lists(_SEGMENTS, min_size=0, max_size=6).map("/".join),
+        st.text(max_size=40),
+    )
+)
+def test_served_paths_never_leave_the_module_mounts(
+    served: tuple[CodeDir, Path], relative: str
+) -> None:
+    code, moddir = served
+    try:
+        path = code.file_path("production", "app", relative)
+    except (NotFound, ValidationError):
+        return
+    real = moddir.resolve()
+    assert path.is_file()
+    assert any(path.is_relative_to(real / m) for m in ("files", "lib", "tasks", "scripts"))
+    assert path.read_text() != "secret"
+
+
+def test_hashes_are_cached_until_the_file_changes(
+    make_tree: Callable[[Tree], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree({f"{ENV}/modules/ops/tasks/run.sh": SH})
+    calls: list[Any] = []
+    real_digest = hashlib.file_digest
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real_digest(*args, **kwargs)
+
+    monkeypatch.setattr(codedir_module.hashlib, "file_digest", counting)
+    code = CodeDir(root)
+    first = code.task("production", "ops::run")
+    for _ in range(5):
+        code.list_tasks("production")
+        code.task("production", "ops::run")
+    assert len(calls) == 1
+    script = root / ENV / "modules/ops/tasks/run.sh"
+    script.write_text("#!/bin/sh\necho changed\n")
+    os.utime(script, ns=(1, 1))  # even with an older mtime the change is seen
+    changed = code.task("production", "ops::run")
+    assert len(calls) == 2
+    assert changed.executable.sha256 != first.executable.sha256
+    assert changed.executable.sha256 == hashlib.sha256(script.read_bytes()).hexdigest()
