@@ -1,0 +1,94 @@
+"""What the store hands out and takes in: frozen records, free of SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TERMINAL_JOB_STATES = frozenset({"stopped", "finished", "failed"})
+TERMINAL_NODE_STATES = frozenset({"finished", "failed", "errored", "skipped"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored, with how many of its nodes are in each state."""
+
+    id: int
+    type: str
+    state: str
+    owner: str
+    environment: str
+    description: str
+    options: dict[str, Any]
+    node_count: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    node_states: dict[str, int]  # only states that at least one node is in
+
+
+@dataclass(frozen=True)
+class JobNodeRecord:
+    """One node's part in a job."""
+
+    job_id: int
+    certname: str
+    transaction_id: str
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An entry of a job's event log; ``id`` grows with every event of every job."""
+
+    id: int
+    job_id: int
+    type: str
+    certname: str | None
+    timestamp: datetime
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node of the inventory: its latest facts and when it was last heard of."""
+
+    certname: str
+    facts: dict[str, Any]
+    facts_timestamp: datetime | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    """One node's state change, found by its transaction id.
+
+    ``running`` sets ``started_at`` unless already set; a terminal state sets
+    ``finished_at`` (and ``started_at`` unless already set). ``result`` and ``message``
+    replace the stored ones when given and leave them alone when ``None``.
+    """
+
+    transaction_id: str
+    state: str
+    at: datetime
+    result: dict[str, Any] | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append to a job's log."""
+
+    job_id: int
+    type: str
+    timestamp: datetime
+    certname: str | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)

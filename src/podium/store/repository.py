@@ -1,0 +1,440 @@
+"""The Store: Podium's jobs, nodes and events in SQLite or PostgreSQL.
+
+Every public method is one transaction and takes its own connection from the engine's
+pool, so a Store is safe to share between threads: the async server calls it from
+worker threads. Writes that fan out to many nodes are one ``executemany`` each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import asc, bindparam, desc, func, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from podium.errors import NotFound, StoreError, ValidationError
+from podium.store import queries, schema
+from podium.store.engine import (
+    WRITE,
+    create_engine,
+    database_url,
+    json_dumps,
+    translated_errors,
+)
+from podium.store.queries import JOB_ORDERINGS
+from podium.store.records import (
+    TERMINAL_JOB_STATES,
+    TERMINAL_NODE_STATES,
+    EventRecord,
+    JobNodeRecord,
+    JobRecord,
+    NewEvent,
+    NodeRecord,
+    NodeUpdate,
+)
+from podium.store.tables import UTCDateTime, job_events, job_nodes, jobs, nodes
+
+_NS = "puppetlabs.orchestrator"
+
+
+class Store:
+    """Podium's data in the database at ``url``; call :meth:`migrate` before first use.
+
+    ``url`` is ``sqlite:///PATH`` (the default kind; a plain path works too) or
+    ``postgresql://USER:PASSWORD@HOST/DATABASE``.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.url = database_url(url)
+        self.dialect: str = self.url.get_backend_name()
+        try:
+            self._engine = create_engine(self.url, busy_timeout=busy_timeout)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the directory of the SQLite file {self.url.database}: "
+                f"{error.strerror}; create it or choose another path"
+            ) from error
+        self._writer = self._engine.execution_options(**{WRITE: True})
+        self._upsert_facts = queries.upsert_node(
+            self.dialect, ("facts", "facts_timestamp", "last_seen")
+        )
+        self._upsert_seen = queries.upsert_node(self.dialect, ("last_seen",))
+        compiled = queries.APPLY_NODE_UPDATE.compile(dialect=self._engine.dialect)
+        self._apply_sql = str(compiled)
+        self._apply_names = compiled.positiontup if compiled.positional else None
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to what this code expects; a no-op when it is."""
+        with translated_errors(self.url), self._engine.connect() as connection:
+            sqlite = self.dialect == "sqlite"
+            raw = connection.connection.driver_connection
+            if sqlite and raw is not None:
+                # Rebuilding a table in a migration must not cascade deletes into the
+                # tables that refer to it; the foreign keys are checked again at the end.
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                connection.execution_options(**{WRITE: True})
+                with connection.begin():
+                    schema.upgrade(connection)
+            finally:
+                if sqlite and raw is not None:
+                    raw.execute("PRAGMA foreign_keys = ON")
+
+    def close(self) -> None:
+        """Close every pooled connection; the Store must not be used afterwards."""
+        self._engine.dispose()
+
+    # Inventory
+
+    def record_facts(self, certname: str, facts: dict[str, Any], at: datetime) -> None:
+        """Store a node's latest facts, adding the node if it is new."""
+        row = {
+            "certname": certname,
+            "facts": facts,
+            "facts_timestamp": _aware(at),
+            "first_seen": at,
+            "last_seen": at,
+        }
+        with self._write() as connection:
+            connection.execute(self._upsert_facts, row)
+
+    def touch_nodes(self, certnames: Sequence[str], at: datetime) -> None:
+        """Note that these nodes were seen at ``at``, adding the ones that are new."""
+        _aware(at)
+        # Sorted, so that concurrent writers lock rows in one order and cannot deadlock.
+        rows: list[dict[str, Any]] = [
+            {
+                "certname": name,
+                "facts": {},
+                "facts_timestamp": None,
+                "first_seen": at,
+                "last_seen": at,
+            }
+            for name in sorted(set(certnames))
+        ]
+        if rows:
+            with self._write() as connection:
+                connection.execute(self._upsert_seen, rows)
+
+    def get_node(self, certname: str) -> NodeRecord:
+        """The inventory's record of ``certname``."""
+        with self._read() as connection:
+            row = connection.execute(select(nodes).where(nodes.c.certname == certname)).first()
+        if row is None:
+            raise NotFound(
+                f"No information is known about node {certname}", details={"certname": certname}
+            )
+        return queries.node_record(row)
+
+    def list_nodes(self) -> list[NodeRecord]:
+        """Every node of the inventory, by certname."""
+        with self._read() as connection:
+            rows = connection.execute(select(nodes).order_by(nodes.c.certname)).all()
+        return [queries.node_record(row) for row in rows]
+
+    def known_certnames(self, certnames: Sequence[str]) -> set[str]:
+        """Those of ``certnames`` that the inventory holds."""
+        known: set[str] = set()
+        with self._read() as connection:
+            for chunk in queries.chunks(sorted(set(certnames))):
+                query = select(nodes.c.certname).where(nodes.c.certname.in_(chunk))
+                known.update(connection.execute(query).scalars())
+        return known
+
+    # Jobs
+
+    def create_job(
+        self,
+        *,
+        type: str,
+        owner: str,
+        environment: str,
+        description: str,
+        options: dict[str, Any],
+        nodes: Sequence[tuple[str, str]],
+        at: datetime,
+    ) -> int:
+        """Store a new job and its nodes, ``(certname, transaction_id)`` pairs, all "new"."""
+        _aware(at)
+        _check_unique((certname for certname, _ in nodes), "certname")
+        _check_unique((transaction_id for _, transaction_id in nodes), "transaction id")
+        job = {
+            "type": type,
+            "state": "new",
+            "owner": owner,
+            "environment": environment,
+            "description": description,
+            "options": options,
+            "node_count": len(nodes),
+            "created_at": at,
+        }
+        try:
+            with self._write() as connection:
+                key = connection.execute(insert(jobs), job).inserted_primary_key
+                assert key is not None  # an INSERT of one row always has one
+                job_id: int = key[0]
+                rows = [
+                    {"job_id": job_id, "certname": c, "transaction_id": t, "state": "new"}
+                    for c, t in nodes
+                ]
+                if rows:
+                    connection.execute(insert(job_nodes), rows)
+        except StoreError as error:
+            if isinstance(error.__cause__, sa_exc.IntegrityError):
+                raise ValidationError(
+                    "a transaction id of this job is already used by another job: "
+                    "give every node of every job a fresh one"
+                ) from error.__cause__
+            raise
+        return job_id
+
+    def get_job(self, job_id: int) -> JobRecord:
+        """The job ``job_id``, with its nodes counted by state."""
+        with self._read() as connection:
+            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise unknown_job(job_id)
+            states = queries.node_states(connection, [job_id])
+        return queries.job_record(row, states)
+
+    def list_jobs(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        order_by: str = "timestamp",
+        order: str = "desc",
+        type: str | None = None,
+    ) -> tuple[list[JobRecord], int]:
+        """A page of jobs and how many jobs there are in all (of ``type``, if given)."""
+        column = JOB_ORDERINGS.get(order_by)
+        if column is None:
+            raise _query_error(
+                f"cannot order jobs by {order_by!r}: use one of {', '.join(JOB_ORDERINGS)}",
+                "order_by",
+            )
+        if order not in ("asc", "desc"):
+            raise _query_error(f"order must be 'asc' or 'desc', not {order!r}", "order")
+        _check_paging(limit, offset)
+        direction = asc if order == "asc" else desc
+        page = select(jobs).order_by(direction(column), direction(jobs.c.id))
+        count = select(func.count()).select_from(jobs)
+        if type is not None:
+            page = page.where(jobs.c.type == type)
+            count = count.where(jobs.c.type == type)
+        with self._read() as connection:
+            rows = connection.execute(page.limit(limit).offset(offset)).all()
+            total = connection.execute(count).scalar_one()
+            states = queries.node_states(connection, [row.id for row in rows])
+        return [queries.job_record(row, states) for row in rows], total
+
+    def set_job_state(self, job_id: int, state: str, at: datetime) -> None:
+        """Move a job to ``state``; "running" sets ``started_at`` once, an end ``finished_at``."""
+        _aware(at)
+        values: dict[str, Any] = {"state": state}
+        if state == "running":
+            values["started_at"] = func.coalesce(
+                jobs.c.started_at, bindparam("at", at, UTCDateTime())
+            )
+        elif state in TERMINAL_JOB_STATES:
+            values["finished_at"] = at
+        with self._write() as connection:
+            changed = connection.execute(update(jobs).where(jobs.c.id == job_id).values(values))
+            if changed.rowcount == 0:
+                raise unknown_job(job_id)
+
+    def apply_node_updates(self, updates: Sequence[NodeUpdate]) -> None:
+        """Apply node state changes in order, in one transaction and one statement.
+
+        An update whose transaction id no job knows is ignored.
+        """
+        if not updates:
+            return
+        # This is the hot path of a large job, so values are converted here, once per
+        # distinct timestamp, and handed to the driver's executemany directly: going
+        # through SQLAlchemy's per-row parameter processing would triple the time.
+        sqlite = self.dialect == "sqlite"
+        stamps: dict[datetime, datetime | str] = {}
+
+        def stamp(at: datetime) -> datetime | str:
+            value = stamps.get(at)
+            if value is None:
+                value = stamps[at] = _driver_timestamp(at, sqlite=sqlite)
+            return value
+
+        names = self._apply_names  # the driver's parameter order, if positional
+        rows: list[Any] = []
+        # Sorted by transaction id (stably, so one node's updates keep their order):
+        # concurrent batches then lock rows in the same order and cannot deadlock.
+        for u in sorted(updates, key=lambda u: u.transaction_id):
+            terminal = u.state in TERMINAL_NODE_STATES
+            row = {
+                "p_transaction_id": u.transaction_id,
+                "p_state": u.state,
+                "p_started": stamp(u.at) if terminal or u.state == "running" else None,
+                "p_finished": stamp(u.at) if terminal else None,
+                "p_result": None if u.result is None else json_dumps(u.result),
+                "p_message": u.message,
+            }
+            rows.append(row if names is None else tuple(row[n] for n in names))
+        with self._write() as connection:
+            connection.exec_driver_sql(self._apply_sql, rows)
+
+    def job_nodes(
+        self, job_id: int, *, state: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[JobNodeRecord], int]:
+        """A page of a job's nodes by certname, and how many match ``state`` in all."""
+        _check_paging(limit, offset)
+        page = select(job_nodes).where(job_nodes.c.job_id == job_id)
+        count = select(func.count()).select_from(job_nodes).where(job_nodes.c.job_id == job_id)
+        if state is not None:
+            page = page.where(job_nodes.c.state == state)
+            count = count.where(job_nodes.c.state == state)
+        page = page.order_by(job_nodes.c.certname).limit(limit).offset(offset)
+        with self._read() as connection:
+            self._require_job(connection, job_id)
+            rows = connection.execute(page).all()
+            total = connection.execute(count).scalar_one()
+        return [queries.job_node_record(row) for row in rows], total
+
+    def node_by_transaction(self, transaction_id: str) -> JobNodeRecord | None:
+        """The job node that ``transaction_id`` was given to, if any."""
+        query = select(job_nodes).where(job_nodes.c.transaction_id == transaction_id)
+        with self._read() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else queries.job_node_record(row)
+
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Append events to their jobs' logs, in order."""
+        rows = [
+            {
+                "job_id": e.job_id,
+                "type": e.type,
+                "certname": e.certname,
+                "timestamp": _aware(e.timestamp, "timestamp"),
+                "message": e.message,
+                "details": e.details,
+            }
+            for e in events
+        ]
+        if not rows:
+            return
+        try:
+            with self._write() as connection:
+                connection.execute(insert(job_events), rows)
+        except StoreError as error:
+            if not isinstance(error.__cause__, sa_exc.IntegrityError):
+                raise
+            wanted = {e.job_id for e in events}
+            with self._read() as connection:
+                found = set(
+                    connection.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted))).scalars()
+                )
+            missing = sorted(wanted - found)
+            if not missing:
+                raise
+            raise unknown_job(missing[0]) from error.__cause__
+
+    def job_events(self, job_id: int, *, start: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """A job's events from id ``start`` on, oldest first."""
+        _check_paging(limit, 0)
+        query = (
+            select(job_events)
+            .where(job_events.c.job_id == job_id, job_events.c.id >= start)
+            .order_by(job_events.c.id)
+            .limit(limit)
+        )
+        with self._read() as connection:
+            self._require_job(connection, job_id)
+            rows = connection.execute(query).all()
+        return [queries.event_record(row) for row in rows]
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        """Jobs not yet in a terminal state, oldest first: what to resume after a restart."""
+        query = select(jobs).where(jobs.c.state.not_in(TERMINAL_JOB_STATES)).order_by(jobs.c.id)
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+            states = queries.node_states(connection, [row.id for row in rows])
+        return [queries.job_record(row, states) for row in rows]
+
+    def unfinished_nodes(self, job_id: int) -> list[JobNodeRecord]:
+        """A job's nodes not yet in a terminal state, by certname; none for an unknown job."""
+        query = (
+            select(job_nodes)
+            .where(job_nodes.c.job_id == job_id, job_nodes.c.state.not_in(TERMINAL_NODE_STATES))
+            .order_by(job_nodes.c.certname)
+        )
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+        return [queries.job_node_record(row) for row in rows]
+
+    # Plumbing
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with translated_errors(self.url), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with translated_errors(self.url), self._writer.begin() as connection:
+            yield connection
+
+    @staticmethod
+    def _require_job(connection: Connection, job_id: int) -> None:
+        if connection.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
+            raise unknown_job(job_id)
+
+
+def unknown_job(job_id: int) -> NotFound:
+    """The error for a job id that names no job, as the orchestrator API reports it."""
+    return NotFound(
+        f"No job exists with id {job_id}", kind=f"{_NS}/unknown-job", details={"id": job_id}
+    )
+
+
+def _query_error(msg: str, parameter: str) -> ValidationError:
+    return ValidationError(msg, kind=f"{_NS}/query-error", details={"parameter": parameter})
+
+
+def _check_paging(limit: int | None, offset: int) -> None:
+    if limit is not None and limit < 0:
+        raise _query_error(f"limit must be 0 or more, not {limit}", "limit")
+    if offset < 0:
+        raise _query_error(f"offset must be 0 or more, not {offset}", "offset")
+
+
+def _check_unique(values: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValidationError(f"{what} {value!r} appears twice in one job: list it once")
+        seen.add(value)
+
+
+def _aware(at: datetime, name: str = "at") -> datetime:
+    if at.utcoffset() is None:
+        raise ValidationError(
+            f"{name} {at.isoformat()} has no time zone: pass an aware datetime, "
+            "such as datetime.now(UTC)"
+        )
+    return at
+
+
+def _driver_timestamp(at: datetime, *, sqlite: bool) -> datetime | str:
+    """``at`` as the driver takes it; for SQLite, the text UTCDateTime would store."""
+    utc = _aware(at).astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else utc
