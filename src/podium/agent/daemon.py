@@ -233,11 +233,15 @@ class Agent:
             except Exception as exc:
                 log.exception("task %s failed unexpectedly", txid)
                 ok, results = False, _error("podium.agent/internal-error", str(exc))
-        self._finish(txid, ok, results)
+        await self._finish(txid, ok, results)
 
-    def _finish(self, txid: str, ok: bool, results: dict[str, Any]) -> None:
-        record = self.spool.finish(
-            txid, status="success" if ok else "failure", results=results, now=_now()
+    async def _finish(self, txid: str, ok: bool, results: dict[str, Any]) -> None:
+        record = await asyncio.to_thread(
+            self.spool.finish,
+            txid,
+            status="success" if ok else "failure",
+            results=results,
+            now=_now(),
         )
         self._send_result(record)
 
@@ -251,16 +255,24 @@ class Agent:
         task_input = params.get("input") or {}
         if not isinstance(task_input, dict):
             raise ProtocolError("task/run: 'input' must be an object")
+        installdir = paths[0].parent
+        if len(paths) > 1:
+            # Extra files sit at <installdir>/<module>/<mount>/<path>, as Bolt lays them out.
+            installdir = txdir / "install"
+            for spec, path in zip(files[1:], paths[1:], strict=True):
+                link = installdir / spec["filename"]  # parts checked by the file cache
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
         pid = await start_task(
             txdir,
             paths[0],
             task_name=params["task"],
             params=task_input,
             input_method=params.get("input_method"),
-            installdir=paths[0].parent,
+            installdir=installdir,
             noop=bool(params.get("noop", False)),
         )
-        self.spool.set_running(record.transaction_id, pid=pid, now=_now())
+        await asyncio.to_thread(self.spool.set_running, record.transaction_id, pid=pid, now=_now())
         return await wait_task(txdir, pid)
 
     def _recover(self) -> None:
@@ -282,7 +294,7 @@ class Agent:
     async def _follow(self, record: TransactionRecord) -> None:
         assert record.pid is not None
         ok, results = await wait_task(self.spool.path(record.transaction_id), record.pid)
-        self._finish(record.transaction_id, ok, results)
+        await self._finish(record.transaction_id, ok, results)
 
     async def _fetch(self, path_and_query: str) -> bytes:
         url = self.config.server_url.rstrip("/") + path_and_query

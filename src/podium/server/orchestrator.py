@@ -173,7 +173,7 @@ async def list_tasks(request: Request, environment: str = "production") -> dict[
     return {
         "environment": {"name": environment},
         "items": [
-            {"id": f"{base}/tasks/{t.module}/{t.name.split('::')[-1]}", "name": t.name}
+            {"id": f"{base}/tasks/{t.module}/{t.name.partition('::')[2] or 'init'}", "name": t.name}
             for t in tasks
             if not t.private
         ],
