@@ -56,8 +56,13 @@ def test_a_client_may_not_send_as_another_certname():
     r = router()
     server, agent = connect(r, SERVER, "server"), connect(r, "web-01")
     connect(r, "web-02")
-    out = send(r, agent, msg.ProvisionalResponse(transaction_id="tx1"), server.uri,
-               sender="pcp://web-02/agent")
+    out = send(
+        r,
+        agent,
+        msg.ProvisionalResponse(transaction_id="tx1"),
+        server.uri,
+        sender="pcp://web-02/agent",
+    )
     assert "may only send as its own certname" in only_error(out, agent)
 
 
@@ -87,8 +92,15 @@ def test_malformed_and_oversized_frames_are_answered_with_an_error():
     r = router(max_message_bytes=200)
     agent = connect(r, "web-01")
     assert "not valid JSON" in only_error(r.receive(agent, b"{garbage"), agent)
-    big = orjson.dumps({"id": "x", "message_type": "error", "sender": agent.uri,
-                        "target": BROKER_URI, "data": {"description": "y" * 300}})
+    big = orjson.dumps(
+        {
+            "id": "x",
+            "message_type": "error",
+            "sender": agent.uri,
+            "target": BROKER_URI,
+            "data": {"description": "y" * 300},
+        }
+    )
     assert "exceeds the limit of 200 bytes" in only_error(r.receive(agent, big), agent)
 
 
@@ -104,7 +116,9 @@ def test_wildcard_targets_reach_every_controller_and_no_agent():
 def test_inventory_subscribers_hear_of_connections_and_disconnections():
     r = router()
     server = connect(r, SERVER, "server")
-    (answer,) = send(r, server, msg.InventoryRequest(query=["pcp://*/agent"], subscribe=True), BROKER_URI)
+    (answer,) = send(
+        r, server, msg.InventoryRequest(query=["pcp://*/agent"], subscribe=True), BROKER_URI
+    )
     assert answer.envelope.data == {"uris": []}
     agent = Client("web-01", "agent", controller=False)
     _, updates = r.admit(agent)

@@ -25,12 +25,36 @@ def test_a_request_round_trips_through_the_wire_format():
     ("data", "error"),
     [
         ({"transaction_id": "t", "module": "task", "action": "run"}, "missing field 'params'"),
-        ({"transaction_id": "t", "module": "task", "action": "run", "params": [], "x": 1}, "unknown field"),
-        ({"transaction_id": "t", "module": "task", "action": "run", "params": []}, "must be an object"),
-        ({"transaction_id": "../../etc", "module": "task", "action": "run", "params": {}}, "transaction_id"),
-        ({"transaction_id": "t", "module": "Task/..", "action": "run", "params": {}}, "invalid module"),
-        ({"transaction_id": "t", "module": "task", "action": "run x", "params": {}}, "invalid action"),
-        ({"transaction_id": "t", "module": "task", "action": "run", "params": {}, "notify_outcome": "yes"}, "true or false"),
+        (
+            {"transaction_id": "t", "module": "task", "action": "run", "params": [], "x": 1},
+            "unknown field",
+        ),
+        (
+            {"transaction_id": "t", "module": "task", "action": "run", "params": []},
+            "must be an object",
+        ),
+        (
+            {"transaction_id": "../../etc", "module": "task", "action": "run", "params": {}},
+            "transaction_id",
+        ),
+        (
+            {"transaction_id": "t", "module": "Task/..", "action": "run", "params": {}},
+            "invalid module",
+        ),
+        (
+            {"transaction_id": "t", "module": "task", "action": "run x", "params": {}},
+            "invalid action",
+        ),
+        (
+            {
+                "transaction_id": "t",
+                "module": "task",
+                "action": "run",
+                "params": {},
+                "notify_outcome": "yes",
+            },
+            "true or false",
+        ),
     ],
 )
 def test_invalid_requests_are_rejected_with_the_reason(data, error):
@@ -52,12 +76,31 @@ def test_data_must_be_an_object():
     st.sampled_from(sorted(msg.MESSAGE_TYPES)),
     st.dictionaries(
         st.sampled_from(
-            ["transaction_id", "module", "action", "params", "results", "description", "query",
-             "uris", "changes", "facts", "subscribe", "notify_outcome", "id", "zzz"]
+            [
+                "transaction_id",
+                "module",
+                "action",
+                "params",
+                "results",
+                "description",
+                "query",
+                "uris",
+                "changes",
+                "facts",
+                "subscribe",
+                "notify_outcome",
+                "id",
+                "zzz",
+            ]
         ),
-        st.one_of(st.text(max_size=20), st.booleans(), st.none(), st.integers(),
-                  st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
-                  st.lists(st.text(max_size=5), max_size=2)),
+        st.one_of(
+            st.text(max_size=20),
+            st.booleans(),
+            st.none(),
+            st.integers(),
+            st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+            st.lists(st.text(max_size=5), max_size=2),
+        ),
     ),
 )
 def test_decode_accepts_or_rejects_any_data_with_a_protocol_error(message_type, data):

@@ -87,7 +87,7 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
         if self._ws is not None:
-            asyncio.ensure_future(self._ws.close())
+            self._spawn(self._ws.close())
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -345,5 +345,3 @@ def run_agent(config: AgentConfig) -> int:
 
     asyncio.run(main())
     return 0
-
-

@@ -27,11 +27,13 @@ def request(
     max_bytes: int = 256 * 1024 * 1024,
 ) -> bytes:
     """The body of a 2xx answer; :class:`NotFound` for 404, :class:`HttpError` otherwise."""
-    req = urllib.request.Request(url, data=body, method=method)
+    if not url.startswith("https://"):
+        raise HttpError(f"{url}: the server URL must start with https://")
+    req = urllib.request.Request(url, data=body, method=method)  # noqa: S310 (https only)
     if body is not None:
         req.add_header("Content-Type", content_type)
     try:
-        with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:  # noqa: S310
             data: bytes = resp.read(max_bytes + 1)
     except urllib.error.HTTPError as exc:
         detail = exc.read(2000).decode("utf-8", "replace").strip()

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 
-
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -89,6 +88,7 @@ class Broker:
         self._max_write_buffer = max_write_buffer
         self._server: Server | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -140,7 +140,7 @@ class Broker:
                 buffered = transport.transport.get_write_buffer_size()
                 if buffered > self._max_write_buffer:
                     log.warning("dropping slow client %s (%d bytes queued)", d.client.uri, buffered)
-                    asyncio.ensure_future(transport.close(1013, "too slow to keep up"))
+                    self._close(transport, 1013, "too slow to keep up")
                     continue
                 broadcast((transport,), d.raw, text=True)
             else:
@@ -152,8 +152,13 @@ class Broker:
     def _register(self, client: Client) -> None:
         replaced, updates = self.router.admit(client)
         if replaced is not None and isinstance(replaced.transport, ServerConnection):
-            asyncio.ensure_future(replaced.transport.close(1000, "replaced by a new session"))
+            self._close(replaced.transport, 1000, "replaced by a new session")
         self.dispatch(updates)
+
+    def _close(self, connection: ServerConnection, code: int, reason: str) -> None:
+        task = asyncio.ensure_future(connection.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- connections ------------------------------------------------------------------
 
@@ -226,11 +231,9 @@ class Broker:
         for client in self.router.clients():
             if client.serial in self._revoked and isinstance(client.transport, ServerConnection):
                 log.info("closing %s: its certificate was revoked", client.uri)
-                asyncio.ensure_future(client.transport.close(1008, "certificate revoked"))
+                self._close(client.transport, 1008, "certificate revoked")
 
 
 def _reject(status: HTTPStatus, body: str) -> Response:
     headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
     return Response(status.value, status.phrase, headers, body.encode())
-
-

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="URL",
         help="broker URL, e.g. wss://podium.example:8142/pcp/v2 (repeat for failover)",
     )
-    p.add_argument("--vardir", type=Path, help="where the agent keeps its SSL files, spool and cache")
+    p.add_argument(
+        "--vardir", type=Path, help="where the agent keeps its SSL files, spool and cache"
+    )
     p.add_argument("--cacert", type=Path, help="the CA certificate to trust (pins it)")
     p.add_argument("--enrollment-token", help="token that lets the CA sign this node at once")
     p.add_argument("--facts-file", type=Path, help="JSON object of extra facts to report")

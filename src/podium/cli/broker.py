@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         cert = cert or args.ssldir / f"{args.certname}.pem"
         key = key or args.ssldir / f"{args.certname}.key.pem"
         if not cert.exists():
-            pem, key_pem = ca.issue(args.certname, dns_names=[args.certname, "localhost"], ip_addresses=["127.0.0.1"])
+            pem, key_pem = ca.issue(
+                args.certname, dns_names=[args.certname, "localhost"], ip_addresses=["127.0.0.1"]
+            )
             args.ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
             cert.write_bytes(pem)
             key.touch(mode=0o600)
@@ -83,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await broker.start()
-        logging.getLogger("podium.broker").info("broker listening on wss://%s:%d/pcp/v2/", args.host, broker.port)
+        logging.getLogger("podium.broker").info(
+            "broker listening on wss://%s:%d/pcp/v2/", args.host, broker.port
+        )
         await stop.wait()
         await broker.stop()
 

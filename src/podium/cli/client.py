@@ -69,7 +69,9 @@ class ApiClient:
             if isinstance(body, dict) and "msg" in body:
                 cls = NotFound if response.status_code == 404 else PodiumError
                 raise cls(body["msg"], kind=body.get("kind"), details=body.get("details"))
-            raise PodiumError(f"the server answered HTTP {response.status_code}: {response.text[:200]}")
+            raise PodiumError(
+                f"the server answered HTTP {response.status_code}: {response.text[:200]}"
+            )
         return body
 
 

@@ -89,14 +89,11 @@ class Demo:
 
     def start_server(self) -> None:
         args = [
-            "server",
-            "--datadir", str(self.root / "server"),
-            "--certname", SERVER_CERTNAME,
-            "--port", str(self.api_port),
-            "--broker-port", str(self.broker_port),
-            "--autosign-token", self.token,
-            "--log-level", "warning",
-        ]  # fmt: skip
+            *("server", "--datadir", str(self.root / "server")),
+            *("--certname", SERVER_CERTNAME, "--log-level", "warning"),
+            *("--port", str(self.api_port), "--broker-port", str(self.broker_port)),
+            *("--autosign-token", self.token),
+        ]
         if self.codedir is not None:
             args += ["--codedir", str(self.codedir.resolve())]
         server = self._spawn(args, self.root / "server.log")
@@ -119,15 +116,12 @@ class Demo:
         for certname in self.certnames:
             self._spawn(
                 [
-                    "agent",
-                    "--certname", certname,
-                    "--server-url", self.server_url,
-                    "--broker", f"wss://127.0.0.1:{self.broker_port}/pcp/v2",
-                    "--vardir", str(self.root / "agents" / certname),
-                    "--cacert", str(self.cacert),
-                    "--enrollment-token", self.token,
-                    "--log-level", "warning",
-                ],  # fmt: skip
+                    *("agent", "--certname", certname, "--server-url", self.server_url),
+                    *("--broker", f"wss://127.0.0.1:{self.broker_port}/pcp/v2"),
+                    *("--vardir", str(self.root / "agents" / certname)),
+                    *("--cacert", str(self.cacert), "--enrollment-token", self.token),
+                    *("--log-level", "warning"),
+                ],
                 self.root / "agents" / f"{certname}.log",
             )
 
@@ -186,9 +180,13 @@ def run(args: argparse.Namespace) -> int:
         demo.start_agents()
         client = ApiClient(demo.server_url, demo.cacert)
         demo.wait_connected(client)
-        print(f"{args.nodes} agents enrolled and connected in {time.monotonic() - started:.1f} s.\n")
-        print(f"$ podium task run {args.task} --params {shlex.quote(args.params)} "
-              f"--nodes {','.join(demo.certnames)}\n")
+        print(
+            f"{args.nodes} agents enrolled and connected in {time.monotonic() - started:.1f} s.\n"
+        )
+        print(
+            f"$ podium task run {args.task} --params {shlex.quote(args.params)} "
+            f"--nodes {','.join(demo.certnames)}\n"
+        )
         body = {"task": args.task, "params": params, "scope": {"nodes": demo.certnames}}
         job = client.call("POST", "/command/task", json=body)["job"]
         print(f"New job ID: {job['name']}")

@@ -49,7 +49,9 @@ def run_show(args: argparse.Namespace) -> int:
             for j in listing["items"]
         ]
         if not rows:
-            print("No jobs yet. Start one with: podium task run podium::echo message=hi --nodes NODE")
+            print(
+                "No jobs yet. Start one with: podium task run podium::echo message=hi --nodes NODE"
+            )
             return OK
         print(table(rows, ["ID", "STATE", "TYPE", "OWNER", "NODES", "TIMESTAMP", "DESCRIPTION"]))
         total = listing["pagination"]["total"]

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--params", help="parameters as a JSON object, or @FILE.json")
     run.add_argument("-e", "--environment", default="production", help="code environment")
-    run.add_argument("--noop", action="store_true", help="run in no-op mode (tasks that support it)")
+    run.add_argument(
+        "--noop", action="store_true", help="run in no-op mode (tasks that support it)"
+    )
     run.add_argument("--description", default="", help="a note stored with the job")
     add_connection_args(run)
     run.set_defaults(func=run_task)
@@ -67,12 +69,12 @@ def parse_params(pairs: list[str], params: str | None) -> dict[str, Any]:
         raise ValidationError("give task parameters as KEY=VALUE pairs or with --params, not both")
     if params:
         try:
-            value = json.loads(_read_at(params))
+            given = json.loads(_read_at(params))
         except json.JSONDecodeError as exc:
             raise ValidationError(f"--params is not valid JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ValidationError("--params must be a JSON object, e.g. '{\"message\": \"hi\"}'")
-        return value
+        if not isinstance(given, dict):
+            raise ValidationError('--params must be a JSON object, e.g. \'{"message": "hi"}\'')
+        return given
     result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -133,5 +135,3 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         print(table([[t["name"]] for t in listing["items"]], ["TASK"]))
     return 0
-
-

@@ -187,7 +187,9 @@ class JobService:
             if certname in self.link.connected:
                 self._send_request(pending)
             elif certname in known:
-                self._settle(pending, "failed", {}, f"node {certname} is not connected to the broker")
+                self._settle(
+                    pending, "failed", {}, f"node {certname} is not connected to the broker"
+                )
             else:
                 self._settle(
                     pending,
@@ -204,7 +206,10 @@ class JobService:
         files = [
             {
                 "filename": task.executable.filename,
-                "uri": {"path": f"{TASK_FILE_PATH}/{task.module}/{task.executable.filename}", "params": env},
+                "uri": {
+                    "path": f"{TASK_FILE_PATH}/{task.module}/{task.executable.filename}",
+                    "params": env,
+                },
                 "sha256": task.executable.sha256,
                 "size_bytes": task.executable.size_bytes,
             }
@@ -228,9 +233,7 @@ class JobService:
             body["noop"] = True
         return body
 
-    def _track(
-        self, job_id: int, certname: str, txid: str, params: dict[str, Any]
-    ) -> _Pending:
+    def _track(self, job_id: int, certname: str, txid: str, params: dict[str, Any]) -> _Pending:
         request = msg.NonBlockingRequest(
             transaction_id=txid, module="task", action="run", params=params
         )
@@ -263,7 +266,9 @@ class JobService:
             txid = message.transaction_id
             pending = self._pending.get(txid)
             if pending is not None and pending.certname != sender:
-                log.warning("%s answered for %s's transaction %s; ignored", sender, pending.certname, txid)
+                log.warning(
+                    "%s answered for %s's transaction %s; ignored", sender, pending.certname, txid
+                )
                 return
             if isinstance(message, msg.ProvisionalResponse):
                 if pending is not None and pending.state == "new":
@@ -271,7 +276,9 @@ class JobService:
                     self._record(pending, "running", None, None)
             elif isinstance(message, msg.NonBlockingResponse):
                 if pending is not None:
-                    self._settle(pending, states.state_for_results(message.results), message.results, None)
+                    self._settle(
+                        pending, states.state_for_results(message.results), message.results, None
+                    )
                 # Acknowledge even a duplicate, once what we hold is stored.
                 self._batch.acks.append((env.sender, txid))
                 self._flush_soon()
@@ -321,7 +328,10 @@ class JobService:
         self._batch.updates.append(
             NodeUpdate(pending.transaction_id, state, now, result=results, message=message)
         )
-        detail: dict[str, Any] = {"node": pending.certname, "transaction_id": pending.transaction_id}
+        detail: dict[str, Any] = {
+            "node": pending.certname,
+            "transaction_id": pending.transaction_id,
+        }
         if message:
             detail["message"] = message
         self._batch.events.append(
@@ -361,8 +371,13 @@ class JobService:
             now = _now()
             self._batch.job_states.append((job.id, outcome, now))
             self._batch.events.append(
-                NewEvent(job.id, "job_finished", now, message=f"job {job.id} {outcome}",
-                         details={"state": outcome})
+                NewEvent(
+                    job.id,
+                    "job_finished",
+                    now,
+                    message=f"job {job.id} {outcome}",
+                    details={"state": outcome},
+                )
             )
 
     # -- writing ----------------------------------------------------------------------
@@ -433,12 +448,18 @@ class JobService:
                 self._batch.job_states.append((job.id, states.job_outcome(done_states), _now()))
                 continue
             try:
-                task = await asyncio.to_thread(self.codedir.task, job.environment, job.options["task"])
-                params = self._task_params(task, job.options.get("params", {}), bool(job.options.get("noop")))
+                task = await asyncio.to_thread(
+                    self.codedir.task, job.environment, job.options["task"]
+                )
+                params = self._task_params(
+                    task, job.options.get("params", {}), bool(job.options.get("noop"))
+                )
             except PodiumError as exc:
                 for node in nodes:
                     pending = self._track(job.id, node.certname, node.transaction_id, {})
-                    self._settle(pending, "errored", {}, f"cannot resume after a restart: {exc.msg}")
+                    self._settle(
+                        pending, "errored", {}, f"cannot resume after a restart: {exc.msg}"
+                    )
                 continue
             for node in nodes:
                 pending = self._track(job.id, node.certname, node.transaction_id, params)

@@ -15,4 +15,4 @@ def full_jitter(
 ) -> float:
     """Seconds to wait before reconnection ``attempt`` (0 for the first retry)."""
     ceiling = min(cap, base * (2 ** min(attempt, 32)))
-    return ceiling * rand()
+    return float(ceiling * rand())

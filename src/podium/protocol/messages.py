@@ -150,14 +150,15 @@ _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
 
 def _check_field(message_type: str, name: str, annotation: str, value: Any) -> None:
     expected, words = _TYPE_CHECKS[annotation]
-    if not isinstance(value, expected) or (annotation == "str" and len(value) > 65536):
+    items: Any = value
+    if not isinstance(value, expected) or (annotation == "str" and len(items) > 65536):
         raise ProtocolError(
             f"{message_type}: field {name!r} must be {words}",
             details={"message_type": message_type, "field": name},
         )
-    if annotation == "list[str]" and not all(isinstance(v, str) for v in value):
+    if annotation == "list[str]" and not all(isinstance(v, str) for v in items):
         raise ProtocolError(f"{message_type}: field {name!r} must be {words}")
-    if annotation == "list[dict[str, str]]" and not all(isinstance(v, dict) for v in value):
+    if annotation == "list[dict[str, str]]" and not all(isinstance(v, dict) for v in items):
         raise ProtocolError(f"{message_type}: field {name!r} must be {words}")
 
 
@@ -200,7 +201,9 @@ def to_data(message: Message) -> dict[str, Any]:
     return {f.name: getattr(message, f.name) for f in fields(message)}
 
 
-def encode(message: Message, *, sender: str, target: str, in_reply_to: str | None = None) -> Envelope:
+def encode(
+    message: Message, *, sender: str, target: str, in_reply_to: str | None = None
+) -> Envelope:
     return Envelope(
         id=new_id(),
         message_type=message.message_type,

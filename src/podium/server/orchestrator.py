@@ -66,7 +66,9 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
 
 def _job_id(raw: str) -> int:
     if not raw.isdigit():
-        raise NotFound(f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job")
+        raise NotFound(
+            f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job"
+        )
     return int(raw)
 
 
@@ -86,7 +88,13 @@ async def list_jobs(
     base = _base(request)
     return {
         "items": [views.job(j, base) for j in items],
-        "pagination": {"limit": limit, "offset": offset, "total": total, "order_by": order_by, "order": order},
+        "pagination": {
+            "limit": limit,
+            "offset": offset,
+            "total": total,
+            "order_by": order_by,
+            "order": order,
+        },
     }
 
 

@@ -33,7 +33,9 @@ def open_ca(settings: ServerSettings) -> CertificateAuthority:
     if not settings.cert_path.exists():
         dns = [n for n in settings.dns_alt_names if not _is_ip(n)]
         ips = [n for n in settings.dns_alt_names if _is_ip(n)]
-        cert, key = ca.issue(settings.certname, dns_names=[settings.certname, *dns], ip_addresses=ips)
+        cert, key = ca.issue(
+            settings.certname, dns_names=[settings.certname, *dns], ip_addresses=ips
+        )
         settings.ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.cert_path.write_bytes(cert)
         settings.key_path.touch(mode=0o600)
