@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from podium.server.app import create_app
+from podium.server.runtime import Runtime
+from podium.server.settings import ServerSettings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> ServerSettings:
+    return ServerSettings(
+        datadir=tmp_path / "server",
+        database_url=db_url,
+        certname="podium-server",
+        broker_port=0,
+        reconnect_grace=300.0,
+    )
+
+
+@pytest.fixture
+async def runtime(settings: ServerSettings) -> AsyncIterator[Runtime]:
+    runtime = Runtime(settings)
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://podium.test/orchestrator/v1"
+    ) as client:
+        yield client
