@@ -46,6 +46,7 @@ class _Pending:
     request: msg.NonBlockingRequest
     state: str = "new"
     grace: asyncio.TimerHandle | None = None
+    sent_id: str | None = None  # envelope id of the last request sent, for broker errors
 
     @property
     def transaction_id(self) -> str:
@@ -102,12 +103,14 @@ class JobService:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self, *, inventory_timeout: float = 5.0) -> None:
+        """Resume unfinished jobs, then connect: no result can arrive before the engine
+        knows which transactions it is waiting for."""
+        await self._recover()
         await self.link.start()
         try:
             await asyncio.wait_for(self.link.ready.wait(), inventory_timeout)
         except TimeoutError:
             log.warning("no broker inventory after %.0f s; starting without it", inventory_timeout)
-        await self._recover()
 
     async def stop(self) -> None:
         for pending in self._pending.values():
@@ -244,6 +247,8 @@ class JobService:
 
     def _send_request(self, pending: _Pending) -> None:
         env = self.link.make(pending.request, pcp.make_uri(pending.certname, "agent"))
+        self._sent.pop(pending.sent_id or "", None)
+        pending.sent_id = env.id
         self._sent[env.id] = pending.transaction_id
         if not self.link.send(env):
             self._start_grace(pending)
@@ -286,7 +291,7 @@ class JobService:
                 self._settle(pending, "errored", {}, message.description)
 
     def _on_broker_error(self, error: msg.Error) -> None:
-        txid = self._sent.pop(error.id or "", None)
+        txid = self._sent.get(error.id or "")
         pending = self._pending.get(txid or "")
         if pending is not None:
             log.info("request for %s bounced: %s", pending.certname, error.description)
@@ -351,6 +356,7 @@ class JobService:
     ) -> None:
         """A node's final state."""
         self._pending.pop(pending.transaction_id, None)
+        self._sent.pop(pending.sent_id or "", None)
         txids = self._by_node.get(pending.certname)
         if txids is not None:
             txids.discard(pending.transaction_id)
@@ -464,9 +470,6 @@ class JobService:
             for node in nodes:
                 pending = self._track(job.id, node.certname, node.transaction_id, params)
                 pending.state = node.state
-                if node.certname in self.link.connected:
-                    self._send_request(pending)
-                else:
-                    self._start_grace(pending)
+                self._start_grace(pending)  # the link's inventory will bring it back
             log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))
         self._flush_soon()

@@ -100,10 +100,11 @@ class Runtime:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        # The engine resumes its jobs before the broker lets any agent in.
+        await self.jobs.start(inventory_timeout=0.5 if self.broker is not None else 5.0)
         if self.broker is not None:
             await self.broker.start()
             log.info("broker listening on wss://%s:%d", self.settings.broker_host, self.broker.port)
-        await self.jobs.start(inventory_timeout=0.5 if self.broker is not None else 5.0)
 
     async def stop(self) -> None:
         await self.jobs.stop()
