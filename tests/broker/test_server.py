@@ -12,34 +12,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from identities import Identities
 from podium.broker.routing import Router
 from podium.broker.server import Broker
-from podium.pki.ca import CertificateAuthority
 from podium.pki.tls import client_context, server_context
 from podium.protocol import messages as msg
 from podium.protocol.envelope import BROKER_URI, parse, serialize
 
 SERVER = "podium-server"
-
-
-class Identities:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ca = CertificateAuthority.init(root / "ca")
-
-    def files(self, certname: str, **names: list[str]) -> tuple[Path, Path]:
-        cert, key = self.root / f"{certname}.pem", self.root / f"{certname}.key"
-        if not cert.exists():
-            pem, key_pem = self.ca.issue(certname, **names)
-            cert.write_bytes(pem)
-            key.write_bytes(key_pem)
-        return cert, key
-
-    def context(self, certname: str | None) -> ssl.SSLContext:
-        if certname is None:
-            return client_context(ca=self.ca.ca_cert_path)
-        cert, key = self.files(certname)
-        return client_context(ca=self.ca.ca_cert_path, cert=cert, key=key)
 
 
 @pytest.fixture
