@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from identities import Identities
 
+from identities import Identities
 from podium.agent.config import AgentConfig
 from podium.agent.daemon import Agent
 from podium.agent.taskrun import FileCache
