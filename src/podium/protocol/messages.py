@@ -162,6 +162,27 @@ def _check_field(message_type: str, name: str, annotation: str, value: Any) -> N
         raise ProtocolError(f"{message_type}: field {name!r} must be {words}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A message class's fields, worked out once."""
+
+    annotations: dict[str, str]
+    required: frozenset[str]
+    names: tuple[str, ...]
+
+
+def _shape(cls: type[Message]) -> _Shape:
+    declared = fields(cls)
+    return _Shape(
+        annotations={f.name: str(f.type) for f in declared},
+        required=frozenset(f.name for f in declared if f.default is f.default_factory),
+        names=tuple(f.name for f in declared),
+    )
+
+
+_SHAPES: dict[type[Message], _Shape] = {cls: _shape(cls) for cls in _CLASSES.values()}
+
+
 def decode(envelope: Envelope) -> Message:
     """The message in ``envelope``, validated; :class:`ProtocolError` if it is not one."""
     cls = _CLASSES.get(envelope.message_type)
@@ -174,21 +195,22 @@ def decode(envelope: Envelope) -> Message:
     data = envelope.data
     if not isinstance(data, dict):
         raise ProtocolError(f"{cls.message_type}: data must be a JSON object")
-    declared = {f.name: f for f in fields(cls)}
-    extra = data.keys() - declared.keys()
+    shape = _SHAPES[cls]
+    extra = data.keys() - shape.annotations.keys()
     if extra:
         raise ProtocolError(
             f"{cls.message_type}: unknown field(s) {', '.join(sorted(extra))}",
             details={"message_type": cls.message_type, "fields": sorted(extra)},
         )
-    for name, f in declared.items():
-        if name in data:
-            _check_field(cls.message_type, name, str(f.type), data[name])
-        elif f.default is f.default_factory:  # both MISSING: a required field
-            raise ProtocolError(
-                f"{cls.message_type}: missing field {name!r}",
-                details={"message_type": cls.message_type, "field": name},
-            )
+    missing = shape.required - data.keys()
+    if missing:
+        name = min(missing)
+        raise ProtocolError(
+            f"{cls.message_type}: missing field {name!r}",
+            details={"message_type": cls.message_type, "field": name},
+        )
+    for name, value in data.items():
+        _check_field(cls.message_type, name, shape.annotations[name], value)
     if "transaction_id" in data:
         validate_transaction_id(data["transaction_id"])
     if "module" in data:
@@ -198,7 +220,7 @@ def decode(envelope: Envelope) -> Message:
 
 
 def to_data(message: Message) -> dict[str, Any]:
-    return {f.name: getattr(message, f.name) for f in fields(message)}
+    return {name: getattr(message, name) for name in _SHAPES[type(message)].names}
 
 
 def encode(
