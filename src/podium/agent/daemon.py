@@ -330,10 +330,24 @@ def _describe(exc: BaseException) -> str:
 
 def run_agent(config: AgentConfig) -> int:
     """Enroll if needed, then run until SIGTERM/SIGINT."""
+    import random
+    import time
+
     from podium.agent.enroll import ensure_certificate
     from podium.pki.tls import client_context
 
-    ensure_certificate(config)
+    attempt = 0
+    while True:
+        try:
+            ensure_certificate(config)
+            break
+        except http.HttpError as exc:
+            if not exc.transient:
+                raise
+            delay = full_jitter(attempt, base=config.backoff_base, cap=config.backoff_cap)
+            log.warning("enrollment: %s; retrying in %.1f s", exc.msg, delay)
+            time.sleep(max(delay, random.uniform(0.5, 1.0)))
+            attempt += 1
     context = client_context(ca=config.ca_path, cert=config.cert_path, key=config.key_path)
 
     async def main() -> None:

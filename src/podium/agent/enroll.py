@@ -59,7 +59,7 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
     try:
         http.request(f"{base}/certificate_request/{name}", context=context, method="PUT", body=csr)
     except http.HttpError as exc:
-        if "409" not in exc.msg:
+        if exc.http_status != 409:
             raise
         raise Conflict(
             f"the CA already holds a certificate for {config.certname} that this agent's key "

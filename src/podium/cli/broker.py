@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8142, help="listen port (default 8142)")
     p.add_argument("--certname", default="podium-broker", help="the broker's own certname")
     p.add_argument("--cadir", type=Path, help="CA directory to issue the broker certificate from")
-    p.add_argument("--ssldir", type=Path, default=Path("broker-ssl"), help="where issued files go")
+    p.add_argument(
+        "--ssldir", type=Path, help="where issued files go (default: beside the CA, in ssl/)"
+    )
     p.add_argument("--cert", type=Path, help="the broker's certificate (PEM)")
     p.add_argument("--key", type=Path, help="the broker's private key (PEM)")
     p.add_argument("--cacert", type=Path, help="the CA certificate (PEM)")
@@ -57,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
         from podium.pki.ca import CertificateAuthority
 
         ca = CertificateAuthority.open(args.cadir)
-        cert = cert or args.ssldir / f"{args.certname}.pem"
-        key = key or args.ssldir / f"{args.certname}.key.pem"
+        ssldir = args.ssldir or args.cadir.parent / "ssl"
+        cert = cert or ssldir / f"{args.certname}.pem"
+        key = key or ssldir / f"{args.certname}.key.pem"
         if not cert.exists():
             pem, key_pem = ca.issue(
                 args.certname, dns_names=[args.certname, "localhost"], ip_addresses=["127.0.0.1"]
             )
-            args.ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
             cert.write_bytes(pem)
             key.touch(mode=0o600)
             key.write_bytes(key_pem)
