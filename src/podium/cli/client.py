@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,16 @@ class ApiClient:
                 "server's CA certificate (its datadir's ca/ca_crt.pem)",
                 kind="podium/config-error",
             )
+        try:
+            context = ssl.create_default_context(cafile=str(ca))
+        except ssl.SSLError as exc:
+            raise PodiumError(
+                f"{ca} holds no usable CA certificate ({exc.reason}); point --cacert or "
+                "PODIUM_CACERT at the server's ca/ca_crt.pem",
+                kind="podium/config-error",
+            ) from exc
         self._http = httpx.Client(
-            base_url=self.server_url + "/orchestrator/v1", verify=str(ca), timeout=30.0
+            base_url=self.server_url + "/orchestrator/v1", verify=context, timeout=30.0
         )
         self._httpx = httpx
 
