@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -328,31 +330,54 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _enroll_in_child(config: AgentConfig) -> None:
+    """Enroll in a forked child, so that the daemon never loads the crypto library
+    (about 11 MB of resident memory it would keep for nothing)."""
+    from podium.agent.enroll import enroll
+
+    if config.cert_path.exists() and config.key_path.exists() and config.ca_path.exists():
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            enroll(config)
+        except PodiumError as exc:
+            log.error("enrollment failed: %s", exc.msg)
+            code = 1
+        except BaseException:
+            log.exception("enrollment failed")
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def forward(signum: int, _frame: object) -> None:
+        os.kill(pid, signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise PodiumError(f"{config.certname} could not enroll; see the messages above")
+
+
 def run_agent(config: AgentConfig) -> int:
     """Enroll if needed, then run until SIGTERM/SIGINT."""
-    import random
-    import time
-
-    from podium.agent.enroll import ensure_certificate
     from podium.pki.tls import client_context
 
-    attempt = 0
-    while True:
-        try:
-            ensure_certificate(config)
-            break
-        except http.HttpError as exc:
-            if not exc.transient:
-                raise
-            delay = full_jitter(attempt, base=config.backoff_base, cap=config.backoff_cap)
-            log.warning("enrollment: %s; retrying in %.1f s", exc.msg, delay)
-            time.sleep(max(delay, random.uniform(0.5, 1.0)))
-            attempt += 1
+    _enroll_in_child(config)
     context = client_context(ca=config.ca_path, cert=config.cert_path, key=config.key_path)
 
     async def main() -> None:
         agent = Agent(config, ssl_context=context)
         loop = asyncio.get_running_loop()
+        # Blocking work (downloads, process start, spool writes) needs few threads.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         await agent.run()

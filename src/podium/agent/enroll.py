@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import ssl
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from urllib.parse import quote
 from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.errors import Conflict, NotFound
+from podium.protocol.backoff import full_jitter
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,20 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
             time.sleep(config.waitforcert)
     _write_private(config.cert_path, cert, 0o644)
     log.info("certificate for %s installed", config.certname)
+
+
+def enroll(config: AgentConfig) -> None:
+    """:func:`ensure_certificate`, trying again while the server cannot be reached."""
+    attempt = 0
+    while True:
+        try:
+            ensure_certificate(config)
+            return
+        except http.HttpError as exc:
+            if not exc.transient:
+                raise
+            delay = full_jitter(attempt, base=config.backoff_base, cap=config.backoff_cap)
+            delay = max(delay, random.uniform(0.5, 1.0))
+            log.warning("enrollment: %s; retrying in %.1f s", exc.msg, delay)
+            time.sleep(delay)
+            attempt += 1
