@@ -1,0 +1,244 @@
+"""A Podium installation as child processes: a server and agents on loopback.
+
+``podium demo`` runs one, and so do the end-to-end tests. Every file (CA, database,
+the agents' vardirs, logs) lives under one root directory. :meth:`Fleet.stop` ends every
+process it started and every task those agents left running (tasks run detached, in
+their own sessions, so that they outlive their agent), after which the root can go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from podium.errors import PodiumError
+
+if TYPE_CHECKING:
+    from podium.cli.client import ApiClient
+
+SERVER_CERTNAME = "podium-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Fleet:
+    """A server and its agents, each a ``podium`` process with its files under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        codedir: Path | None = None,
+        database_url: str | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.root = root.absolute()
+        self.codedir = codedir
+        self.database_url = database_url
+        self.log_level = log_level
+        self.api_port = free_port()
+        self.broker_port = free_port()
+        self.token = secrets.token_urlsafe(16)
+        self.server: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: list[subprocess.Popen[bytes]] = []  # every process started, in order
+
+    # -- where things are -------------------------------------------------------------
+
+    @property
+    def server_url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def broker_url(self) -> str:
+        return f"wss://127.0.0.1:{self.broker_port}/pcp/v2"
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "server"
+
+    @property
+    def cadir(self) -> Path:
+        return self.datadir / "ca"
+
+    @property
+    def cacert(self) -> Path:
+        return self.cadir / "ca_crt.pem"
+
+    def vardir(self, certname: str) -> Path:
+        return self.root / "agents" / certname
+
+    def agent_log(self, certname: str) -> Path:
+        return self.root / "agents" / f"{certname}.log"
+
+    @property
+    def server_log(self) -> Path:
+        return self.root / "server.log"
+
+    # -- starting ---------------------------------------------------------------------
+
+    def _spawn(self, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:  # a restarted process adds to its log
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "podium", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def start_server(self, *, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+        """Start the server (again, after :meth:`kill_server`) and wait until it answers."""
+        if self.server is not None and self.server.poll() is None:
+            raise PodiumError("the server is already running")
+        args = [
+            *("server", "--datadir", str(self.datadir)),
+            *("--certname", SERVER_CERTNAME, "--log-level", self.log_level),
+            *("--port", str(self.api_port), "--broker-port", str(self.broker_port)),
+            # "--flag=value": a token may start with "-", which argparse would take
+            # for an option if it came as an argument of its own.
+            f"--autosign-token={self.token}",
+        ]
+        if self.codedir is not None:
+            args += ["--codedir", str(self.codedir.resolve())]
+        if self.database_url is not None:
+            args += ["--database-url", self.database_url]
+        server = self.server = self._spawn(args, self.server_log)
+        deadline = time.monotonic() + timeout
+        while not self.cacert.exists() or not self._up():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise PodiumError("the server did not start:\n" + self.tail(self.server_log))
+            time.sleep(0.05)
+        return server
+
+    def _up(self) -> bool:
+        import ssl
+
+        import httpx
+
+        trust = ssl.create_default_context(cafile=str(self.cacert))
+        try:
+            httpx.get(f"{self.server_url}/status/v1/simple", verify=trust, timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def start_agent(self, certname: str, *, token: str | None = None) -> subprocess.Popen[bytes]:
+        """Start (or restart) the agent ``certname``; it enrolls with ``token``, by default
+        the server's autosign token, when its vardir holds no certificate yet."""
+        proc = self.agents.get(certname)
+        if proc is not None and proc.poll() is None:
+            raise PodiumError(f"the agent {certname} is already running")
+        self.agents[certname] = self._spawn(
+            [
+                *("agent", "--certname", certname, "--server-url", self.server_url),
+                *("--broker", self.broker_url, "--vardir", str(self.vardir(certname))),
+                *("--cacert", str(self.cacert), f"--enrollment-token={token or self.token}"),
+                *("--log-level", self.log_level),
+            ],
+            self.agent_log(certname),
+        )
+        return self.agents[certname]
+
+    def wait_connected(
+        self, client: ApiClient, certnames: Iterable[str], *, timeout: float = 120.0
+    ) -> None:
+        """Until every one of ``certnames`` is connected to the broker."""
+        names = list(certnames)
+        deadline = time.monotonic() + timeout
+        while True:
+            items = client.call("POST", "/inventory", json={"nodes": names})["items"]
+            missing = [i["name"] for i in items if not i["connected"]]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                logs = "\n".join(self.tail(self.agent_log(m)) for m in missing[:3])
+                raise PodiumError(f"agents did not connect: {', '.join(missing)}\n{logs}")
+            time.sleep(0.05)
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def kill_server(self) -> None:
+        """SIGKILL the server, as a crash or power loss would."""
+        if self.server is not None:
+            _kill(self.server)
+
+    def kill_agent(self, certname: str) -> None:
+        """SIGKILL an agent; the tasks it started keep running."""
+        _kill(self.agents[certname])
+
+    def stop_agent(self, certname: str, *, timeout: float = 10.0) -> None:
+        """Stop an agent as its service manager would (SIGTERM), SIGKILL if it hangs."""
+        proc = self.agents[certname]
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop every process and every task left running under the root."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGCONT)  # a stopped process acts on it once continued
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+        for pid in _pids_naming(self.root):
+            # A task's wrapper leads its own process group, holding the task's processes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+
+    def leftovers(self) -> list[int]:
+        """Processes still running whose command line names a path under the root."""
+        return _pids_naming(self.root)
+
+    def tail(self, log: Path, lines: int = 15) -> str:
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return f"({log} is missing)"
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _pids_naming(root: Path) -> list[int]:
+    """Live processes with an argument at or under ``root`` (from /proc: none elsewhere)."""
+    needle = os.fsencode(root)
+    own = os.getpid()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")  # empty for a zombie
+        except OSError:
+            continue
+        if pid != own and any(a == needle or a.startswith(needle + b"/") for a in args):
+            found.append(pid)
+    return found

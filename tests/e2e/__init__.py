@@ -1,0 +1,1 @@
+"""End-to-end tests: real server and agent processes talking TLS on loopback."""

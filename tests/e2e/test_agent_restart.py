@@ -1,0 +1,36 @@
+"""An agent killed while its task runs picks the task's outcome up after a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.installation import Installation, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_killed_agent_reports_its_task_once_after_a_restart(fleet: Installation) -> None:
+    certname = "restarted.e2e"
+    fleet.add_agent(certname)
+    marker = fleet.root / "restarted-runs"
+    command = f"echo ran >> {marker}; sleep 2; echo done"
+    job_id = fleet.run_task("podium::command", {"command": command}, [certname])
+    txid = fleet.nodes(job_id)[certname]["transaction_id"]
+    # Killed once the task has begun and the agent has recorded its pid in the spool.
+    wait_for("the task to start", lambda: marker.exists() and marker.read_text())
+    wait_for(
+        "the spool to record the task as running",
+        lambda: fleet.spool_status(certname, txid) == "running",
+    )
+
+    fleet.kill_agent(certname)
+    fleet.wait_disconnected(certname)
+    assert fleet.nodes(job_id)[certname]["state"] == "running"
+    fleet.restart_agent(certname)
+
+    job = fleet.wait_job(job_id)
+    assert job["state"] == "finished"
+    node = fleet.nodes(job_id)[certname]
+    assert node["state"] == "finished"
+    assert node["result"] == {"_output": "done\n"}
+    assert marker.read_text() == "ran\n"
