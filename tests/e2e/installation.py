@@ -73,9 +73,7 @@ class Installation:
         self.api = ApiClient(fleet.server_url, fleet.cacert)
 
     def close(self) -> None:
-        # ApiClient has no close(); an idle keep-alive connection would hold up the
-        # server's graceful shutdown for its whole 5 s timeout.
-        self.api._http.close()
+        self.api.close()
 
     # -- processes --------------------------------------------------------------------
 

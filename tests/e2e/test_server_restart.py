@@ -45,11 +45,6 @@ def test_job_completes_after_the_server_is_killed_mid_job(
         assert len(started) == len(set(started)) == len(NODES), started
 
 
-@pytest.mark.xfail(
-    reason="the agent does not retry a task file download while the server is down: the "
-    "task fails with 'cannot reach ...' although the server re-sends the request once back",
-    raises=AssertionError,
-)
 def test_task_runs_when_the_server_dies_before_its_agent_fetched_the_task_file() -> None:
     node = "slow.e2e"  # a new agent: the task file is not in its cache yet
     with start_installation([node]) as podium:

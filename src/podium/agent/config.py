@@ -42,6 +42,7 @@ class AgentConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 32.0
     waitforcert: float = 2.0
+    fetch_timeout: float = 300.0  # how long a task file download is retried
 
     @property
     def ssldir(self) -> Path:

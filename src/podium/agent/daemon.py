@@ -24,7 +24,7 @@ from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.agent.facts import gather
 from podium.agent.spool import Spool, TransactionRecord
-from podium.agent.taskrun import FileCache, start_task, wait_task
+from podium.agent.taskrun import FileCache, recorded_pid, start_task, wait_task
 from podium.errors import PodiumError, ProtocolError
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
@@ -280,7 +280,8 @@ class Agent:
     def _recover(self) -> None:
         """After a restart: follow tasks that kept running, close those never started."""
         for record in self.spool.running():
-            if record.pid is None:
+            pid = record.pid or recorded_pid(self.spool.path(record.transaction_id))
+            if pid is None:
                 self.spool.finish(
                     record.transaction_id,
                     status="failure",
@@ -291,16 +292,29 @@ class Agent:
                     now=_now(),
                 )
             else:
-                self._spawn(self._follow(record))
+                self._spawn(self._follow(record.transaction_id, pid))
 
-    async def _follow(self, record: TransactionRecord) -> None:
-        assert record.pid is not None
-        ok, results = await wait_task(self.spool.path(record.transaction_id), record.pid)
-        await self._finish(record.transaction_id, ok, results)
+    async def _follow(self, txid: str, pid: int) -> None:
+        ok, results = await wait_task(self.spool.path(txid), pid)
+        await self._finish(txid, ok, results)
 
     async def _fetch(self, path_and_query: str) -> bytes:
+        """A task file from the server, retried while the server is away (it may be
+        restarting: the job goes on after it is back)."""
         url = self.config.server_url.rstrip("/") + path_and_query
-        return await asyncio.to_thread(http.request, url, context=self._ssl)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.fetch_timeout
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(http.request, url, context=self._ssl)
+            except http.HttpError as exc:
+                if not exc.transient or loop.time() > deadline:
+                    raise
+                delay = full_jitter(attempt, base=0.5, cap=8.0)
+                log.warning("download of %s failed (%s); retrying in %.1f s", url, exc.msg, delay)
+                await self._sleep(delay)
+                attempt += 1
 
 
 def ws_send(ws: ClientConnection, data: bytes) -> None:

@@ -44,6 +44,10 @@ def request(
     try:
         with urllib.request.urlopen(req, context=context, timeout=timeout) as resp:  # noqa: S310
             data: bytes = resp.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise HttpError(f"{url}: answer larger than {max_bytes} bytes", status=200)
+            if resp.length:  # the connection ended before the announced length
+                raise HttpError(f"{url}: the answer was cut off after {len(data)} bytes")
     except urllib.error.HTTPError as exc:
         detail = exc.read(2000).decode("utf-8", "replace").strip()
         if exc.code == 404:
@@ -54,6 +58,4 @@ def request(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise HttpError(f"cannot reach {url}: {reason}") from exc
-    if len(data) > max_bytes:
-        raise HttpError(f"{url}: answer larger than {max_bytes} bytes", status=200)
     return data

@@ -56,8 +56,10 @@ _INTERPRETERS: Final[dict[str, tuple[str, ...]]] = {
 }
 # $1 is the transaction folder, the rest the command. The exit code is renamed into
 # place so that a reader never sees a half-written one.
+# The wrapper records its pid first, so an agent killed before it could note the pid
+# still finds the task after a restart.
 _WRAPPER: Final = (
-    'd=$1; shift; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
+    'd=$1; shift; echo $$ >"$d/pid"; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
     'printf "%s\\n" "$?" >"$d/exitcode.tmp" && mv -f "$d/exitcode.tmp" "$d/exitcode"'
 )
 _LOST: Final = "the agent lost track of the task: no exit code was recorded"
@@ -89,6 +91,14 @@ def task_result(stdout: bytes, stderr: bytes, exitcode: int) -> tuple[bool, dict
     if not succeeded and stderr:
         result.setdefault("_stderr", stderr.decode("utf-8", errors="replace"))
     return succeeded, result
+
+
+def recorded_pid(txdir: Path) -> int | None:
+    """The wrapper's pid as it wrote it, if it got that far."""
+    try:
+        return int((txdir / "pid").read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def read_outcome(txdir: Path, pid: int | None = None) -> tuple[bool, dict[str, Any]]:

@@ -57,6 +57,16 @@ class ApiClient:
         )
         self._httpx = httpx
 
+    def close(self) -> None:
+        """Close idle connections (a kept-alive one would hold up a server's shutdown)."""
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
         return cls(args.server_url, args.cacert)

@@ -73,19 +73,18 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
         demo.start_server()
         demo.start_agents()
-        client = ApiClient(demo.server_url, demo.cacert)
-        demo.wait_connected(client, demo.certnames)
-        print(
-            f"{args.nodes} agents enrolled and connected in {time.monotonic() - started:.1f} s.\n"
-        )
-        print(
-            f"$ podium task run {args.task} --params {shlex.quote(args.params)} "
-            f"--nodes {','.join(demo.certnames)}\n"
-        )
-        body = {"task": args.task, "params": params, "scope": {"nodes": demo.certnames}}
-        job = client.call("POST", "/command/task", json=body)["job"]
-        print(f"New job ID: {job['name']}")
-        code = watch(client, job["name"], out=sys.stdout)
+        with ApiClient(demo.server_url, demo.cacert) as client:
+            demo.wait_connected(client, demo.certnames)
+            elapsed = time.monotonic() - started
+            print(f"{args.nodes} agents enrolled and connected in {elapsed:.1f} s.\n")
+            print(
+                f"$ podium task run {args.task} --params {shlex.quote(args.params)} "
+                f"--nodes {','.join(demo.certnames)}\n"
+            )
+            body = {"task": args.task, "params": params, "scope": {"nodes": demo.certnames}}
+            job = client.call("POST", "/command/task", json=body)["job"]
+            print(f"New job ID: {job['name']}")
+            code = watch(client, job["name"], out=sys.stdout)
         if args.keep:
             keep = True
             _print_keep(demo)
