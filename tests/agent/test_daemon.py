@@ -197,3 +197,34 @@ async def test_a_task_file_that_does_not_match_its_hash_is_not_run(broker, tmp_p
         final = await controller.next(msg.NonBlockingResponse)
         assert "_error" in final.results
         assert not (tmp_path / "agent" / "spool" / "tx6" / "stdout").exists()
+
+
+async def test_a_task_started_just_before_the_agent_died_is_still_reported(broker, tmp_path):
+    """The agent died after starting the wrapper but before noting its pid."""
+    from datetime import UTC, datetime
+
+    from podium.agent.spool import Spool
+    from podium.agent.taskrun import start_task
+
+    broker, ids = broker
+    controller = Controller(broker)
+    vardir = tmp_path / "agent"
+    spool = Spool(vardir / "spool")
+    spool.create(
+        "tx7",
+        module="task",
+        action="run",
+        params={},
+        requester=controller.session.uri,
+        now=datetime.now(UTC),
+    )
+    script = tmp_path / "slow.sh"
+    script.write_text("sleep 0.3; echo survived\n")
+    await start_task(
+        spool.path("tx7"), script, task_name="t", params={}, input_method=None,
+        installdir=tmp_path,
+    )  # fmt: skip
+    async with RunningAgent(broker, ids, vardir):
+        final = await controller.next(msg.NonBlockingResponse)
+    assert final.transaction_id == "tx7"
+    assert final.results == {"_output": "survived\n"}
