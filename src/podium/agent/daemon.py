@@ -274,7 +274,7 @@ class Agent:
             installdir=installdir,
             noop=bool(params.get("noop", False)),
         )
-        await asyncio.to_thread(self.spool.set_running, record.transaction_id, pid=pid, now=_now())
+        # No spool write here: the wrapper has recorded its pid for recovery already.
         return await wait_task(txdir, pid)
 
     def _recover(self) -> None:
