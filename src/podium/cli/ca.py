@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = subparsers.add_parser(
         "ca",
-        help="Manage the certificate authority that identifies servers, brokers and nodes.",
+        help="manage the certificate authority (list, sign, revoke)",
         description=(
             "Manage the certificate authority. Every node enrolls by sending a certificate "
             "request; an operator signs it here, or the autosign policy does."
