@@ -2,7 +2,7 @@
 
 A task runs under a small ``/bin/sh`` wrapper in its own session, with its input and
 output in files of the transaction's spool folder; the wrapper writes the exit code to
-``exitcode`` (via a rename) when the task ends. The task and its recorded outcome thus
+``exitcode`` (newline-terminated, so a reader knows it is whole) when the task ends. The task and its recorded outcome thus
 survive the agent being stopped or killed, and a restarted agent picks up the result
 with :func:`wait_task` from the pid kept in the spool.
 
@@ -54,13 +54,12 @@ _INTERPRETERS: Final[dict[str, tuple[str, ...]]] = {
     ".sh": ("/bin/sh",),
     ".ps1": ("pwsh", "-NoProfile", "-NonInteractive", "-File"),
 }
-# $1 is the transaction folder, the rest the command. The exit code is renamed into
-# place so that a reader never sees a half-written one.
-# The wrapper records its pid first, so an agent killed before it could note the pid
-# still finds the task after a restart.
+# $1 is the transaction folder, the rest the command. The wrapper records its pid
+# first, so an agent killed before it could note the pid still finds the task after a
+# restart; the exit code ends with a newline, so a reader can tell it is complete.
 _WRAPPER: Final = (
     'd=$1; shift; echo $$ >"$d/pid"; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
-    'printf "%s\\n" "$?" >"$d/exitcode.tmp" && mv -f "$d/exitcode.tmp" "$d/exitcode"'
+    'printf "%s\\n" "$?" >"$d/exitcode"'
 )
 _LOST: Final = "the agent lost track of the task: no exit code was recorded"
 
@@ -101,12 +100,23 @@ def recorded_pid(txdir: Path) -> int | None:
         return None
 
 
+def _exit_code(txdir: Path) -> int | None:
+    """The recorded exit code; None until the wrapper has written all of it."""
+    try:
+        text = (txdir / "exitcode").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return int(text) if text.endswith("\n") else None
+
+
 def read_outcome(txdir: Path, pid: int | None = None) -> tuple[bool, dict[str, Any]]:
     """The outcome recorded in a transaction folder (blocking; small reads)."""
     stdout = _read_capped(txdir / "stdout")
     stderr = _read_capped(txdir / "stderr")
     try:
-        exitcode = int((txdir / "exitcode").read_text(encoding="ascii").strip())
+        exitcode = _exit_code(txdir)
+        if exitcode is None:
+            raise ValueError("no complete exit code")
     except (OSError, ValueError):
         result: dict[str, Any] = {
             "_error": {"kind": TASK_ERROR, "msg": _LOST, "details": {"pid": pid}}
@@ -218,9 +228,8 @@ async def wait_orphan(
     failed and the agent lost track of it.
     """
     child = _children.get(pid)
-    exitcode = txdir / "exitcode"
     delay = poll
-    while not exitcode.exists() and (child[0].poll() is None if child else _alive(pid)):
+    while _exit_code(txdir) is None and (child[0].poll() is None if child else _alive(pid)):
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, max(poll, max_poll))
     return await asyncio.to_thread(read_outcome, txdir, pid)

@@ -60,6 +60,7 @@ class Router:
         self.max_clients = max_clients
         self.max_message_bytes = max_message_bytes
         self._clients: dict[str, Client] = {}
+        self._by_type: dict[str, dict[str, Client]] = {}  # for pcp://*/<type> targets
         self._subscribers: dict[str, Client] = {}
 
     def __len__(self) -> int:
@@ -83,6 +84,7 @@ class Router:
                 kind="podium.broker/full",
             )
         self._clients[client.uri] = client
+        self._by_type.setdefault(client.client_type, {})[client.uri] = client
         if replaced is not None:
             self._subscribers.pop(replaced.session_id, None)
             return replaced, []
@@ -94,6 +96,7 @@ class Router:
         if self._clients.get(client.uri) is not client:
             return []
         del self._clients[client.uri]
+        del self._by_type[client.client_type][client.uri]
         return self._announce(client.uri, "disconnected")
 
     def _announce(self, uri: str, change: str) -> list[Delivery]:
@@ -154,7 +157,7 @@ class Router:
     def _targets(self, uri: str) -> list[Client]:
         certname, client_type = pcp.split_uri(uri)
         if certname == "*":
-            return [c for c in self._clients.values() if c.client_type == client_type]
+            return list(self._by_type.get(client_type, {}).values())
         found = self._clients.get(uri)
         return [found] if found is not None else []
 

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from podium import loop
     from podium.broker.routing import Router
     from podium.broker.server import Broker
     from podium.errors import ConfigError
@@ -94,5 +95,5 @@ def run(args: argparse.Namespace) -> int:
         await stop.wait()
         await broker.stop()
 
-    asyncio.run(main())
+    loop.run(main())
     return 0

@@ -8,8 +8,8 @@ types and oversized messages are :class:`~podium.errors.ProtocolError`.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,8 @@ class Envelope:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random message id (128 bits, hex): cheaper to make than a formatted UUID."""
+    return os.urandom(16).hex()
 
 
 def make_uri(certname: str, client_type: str) -> str:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 
 import uvicorn
 
+from podium import loop
 from podium.server.app import create_app
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-
-def _loop_factory() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is optional
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
@@ -40,5 +32,4 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    with asyncio.Runner(loop_factory=_loop_factory) as runner:
-        runner.run(server.serve())
+    loop.run(server.serve())
