@@ -2,9 +2,9 @@
 
 A task runs under a small ``/bin/sh`` wrapper in its own session, with its input and
 output in files of the transaction's spool folder; the wrapper writes the exit code to
-``exitcode`` (newline-terminated, so a reader knows it is whole) when the task ends. The task and its recorded outcome thus
-survive the agent being stopped or killed, and a restarted agent picks up the result
-with :func:`wait_task` from the pid kept in the spool.
+``exitcode`` (newline-terminated, so a reader knows it is whole) when the task ends.
+The task and its recorded outcome thus survive the agent being stopped or killed, and a
+restarted agent picks up the result with :func:`wait_task` from the wrapper's pid.
 
 API:
 
