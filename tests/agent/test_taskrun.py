@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -597,3 +598,10 @@ async def test_purge_removes_files_unused_for_the_ttl(tmp_path: Path) -> None:
     os.utime(tmp_path / "cache" / SHA, (old, old))
     await cache.get(_spec())
     assert await cache.purge(datetime.now(UTC)) == 0
+
+
+def test_integers_too_big_for_the_wire_become_floats():
+    ok, result = task_result(b'{"big": 123456789012345678901234567890, "small": 7}', b"", 0)
+    assert ok
+    assert result == {"big": 1.2345678901234568e29, "small": 7}
+    assert orjson.dumps(result)  # what the agent sends must serialize

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import ssl
 import time
@@ -14,6 +13,7 @@ from urllib.parse import quote
 from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.errors import Conflict, NotFound
+from podium.files import write_atomic
 from podium.protocol.backoff import full_jitter
 
 log = logging.getLogger(__name__)
@@ -21,11 +21,7 @@ log = logging.getLogger(__name__)
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode, durable=True)
 
 
 def _fingerprint(pem: bytes) -> str:

@@ -28,7 +28,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import orjson
+
 from podium.errors import Conflict, NotFound, PodiumError, ValidationError
+from podium.files import write_atomic
 from podium.protocol.names import validate_transaction_id
 
 FINISHED: Final = frozenset({"success", "failure"})
@@ -326,15 +329,5 @@ def _record(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Write ``path`` atomically: a complete temporary file, fsync'ed, then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``data`` as JSON, atomically and durably."""
+    write_atomic(path, orjson.dumps(data), mode=0o600, durable=True)

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from podium.errors import Conflict, ValidationError
+from podium.files import write_atomic
 
 TASK_ERROR: Final = "puppetlabs.tasks/task-error"
 # Output kept from each of stdout and stderr; the rest stays in the spool files.
@@ -133,7 +133,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if not text.lstrip().startswith("{"):
         return None
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -141,6 +141,12 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _int64(digits: str) -> int | float:
+    """Integers beyond 64 bits become floats: the wire format carries no bigger ones."""
+    value = int(digits)
+    return value if -(2**63) <= value < 2**64 else float(value)
 
 
 def _normalise_error(error: object) -> dict[str, Any]:
@@ -479,18 +485,7 @@ def _cached(path: Path, sha256: str, size: int) -> bool:
 
 def _store(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), 0o700)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, mode=0o700, durable=True)
     os.utime(path.parent)
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from podium.cli.logs import add_log_level, configure
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--enrollment-token", help="token that lets the CA sign this node at once")
     p.add_argument("--facts-file", type=Path, help="JSON object of extra facts to report")
     p.add_argument("--concurrency", type=int, help="tasks run at once (default 8)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_level(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from podium.agent import config as agent_config
     from podium.agent.daemon import run_agent
 
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    configure(args.log_level)
     overrides = {
         name: getattr(args, name)
         for name in (

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from podium.cli.logs import add_log_level, configure
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,12 +39,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a certname allowed to send requests to agents (repeatable)",
     )
     p.add_argument("--max-connections", type=int, default=20_000)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_level(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
     import signal
 
     from podium import loop
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from podium.errors import ConfigError
     from podium.pki.tls import server_context
 
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    configure(args.log_level)
     cert, key, cacert, crl = args.cert, args.key, args.cacert, args.crl
     if args.cadir is not None:
         from podium.pki.ca import CertificateAuthority
@@ -85,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await broker.start()
         logging.getLogger("podium.broker").info(
             "broker listening on wss://%s:%d/pcp/v2/", args.host, broker.port

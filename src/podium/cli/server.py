@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from podium.cli.logs import add_log_level, configure
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TOKEN",
         help="sign CSRs carrying this enrollment token (challengePassword)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_level(p)
     p.set_defaults(func=run)
 
 
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from podium.server.main import serve
     from podium.server.settings import ServerSettings
 
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    configure(args.log_level)
     tuples = {
         k: tuple(getattr(args, k)) if getattr(args, k) else None
         for k in ("brokers", "dns_alt_names", "autosign", "autosign_tokens")

@@ -23,10 +23,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from podium.errors import Conflict, NotFound, PKIError, ValidationError
+from podium.files import exclusive_lock, overwrite_in_place, write_atomic
 from podium.pki import certs
 from podium.pki.autosign import AutosignPolicy
 from podium.pki.certs import PublicKey, fingerprint
-from podium.pki.files import exclusive_lock, overwrite_in_place, write_atomic
 from podium.pki.index import CertIndex, IndexEntry
 from podium.pki.keys import PrivateKey, generate_key, load_private_key
 from podium.pki.names import validate_certname

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from podium.errors import PKIError
-from podium.pki.files import append_line
+from podium.files import append_line
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""File primitives for the CA directory: atomic replacement and an inter-process lock.
+"""File primitives: atomic replacement, single-write appends, an inter-process lock.
 
-The server and the ``podium ca`` command change the same directory; a reader must never
-see half a file, and two writers must never hand out the same serial.
+The CA directory (changed by the server and by ``podium ca``), the agent's spool, task
+cache and certificates all rely on them: a reader never sees half a file, and two
+writers never interleave.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     """Replace ``path`` with ``data`` so that readers see the old file or the new one.
 
     ``durable`` also flushes the data to disk before the rename: worth it for the CA key
-    and certificate, too slow for every issued certificate.
+    or a task's final result, too slow for every issued certificate.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
