@@ -31,7 +31,7 @@ def test_settings_come_from_the_file_and_flags_win(tmp_path):
 
 def test_an_unknown_setting_is_named_with_the_known_ones(tmp_path):
     path = write(tmp_path, 'server_url = "https://x"\nbrokers = "wss://x"\nbrokr = 1\n')
-    with pytest.raises(ConfigError, match="unknown agent setting.*brokr.*known settings"):
+    with pytest.raises(ConfigError, match=r"unknown agent setting.*brokr.*known settings"):
         load(path, FLAGS)
 
 
