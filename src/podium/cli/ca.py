@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from podium.cli.client import print_json
 
 if TYPE_CHECKING:
     from podium.pki.ca import AutosignPolicy, CertificateAuthority, CertInfo
@@ -135,7 +135,7 @@ def _init(args: argparse.Namespace) -> int:
     policy = AutosignPolicy(patterns=tuple(args.autosign), tokens=tuple(args.autosign_token))
     ca = CertificateAuthority.init(_cadir(args), name=args.name, autosign=policy)
     if args.format == "json":
-        _print_json(
+        print_json(
             {
                 "cadir": str(ca.directory),
                 "name": args.name,
@@ -156,7 +156,7 @@ def _list(args: argparse.Namespace) -> int:
     ca = _open(args)
     infos = [info for info in ca.list() if args.all or info.state == "requested"]
     if args.format == "json":
-        _print_json([_info_dict(info) for info in infos])
+        print_json([_info_dict(info) for info in infos])
     elif not infos:
         print("The CA has no requests or certificates." if args.all else _NONE_PENDING)
     else:
@@ -181,7 +181,7 @@ def _sign(args: argparse.Namespace) -> int:
             raise NotFound(f"no certificate request is pending for {', '.join(missing)}")
     results = [_signed(ca, certname) for certname in certnames]
     if args.format == "json":
-        _print_json(results)
+        print_json(results)
     elif not results:
         print(_NONE_PENDING)
     else:
@@ -204,7 +204,7 @@ def _revoke(args: argparse.Namespace) -> int:
         {"certname": name, "serial": ca.revoke(name), "state": "revoked"} for name in certnames
     ]
     if args.format == "json":
-        _print_json(results)
+        print_json(results)
     else:
         for result in results:
             print(f"Revoked the certificate of {result['certname']} (serial {result['serial']}).")
@@ -229,7 +229,7 @@ def _autosign(args: argparse.Namespace) -> int:
         )
         ca.set_autosign(policy)
     if args.format == "json":
-        _print_json(_policy_dict(policy))
+        print_json(_policy_dict(policy))
     else:
         _print_policy(policy)
     return 0
@@ -297,8 +297,3 @@ def _print_table(infos: Sequence[CertInfo]) -> None:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[3]]))
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
