@@ -219,7 +219,6 @@ def test_purge_removes_old_finished_transactions_only(spool: Spool) -> None:
     _create(spool, "accepted")
     _create(spool, "running")
     spool.set_running("running", pid=1, now=T0)
-    (spool.root / ".new-crashed-x").mkdir()
     (spool.root / "not a transaction").mkdir()
     now = datetime.now(UTC)
     assert spool.purge(now) == 0  # everything changed just now

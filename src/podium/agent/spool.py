@@ -8,8 +8,8 @@
     acknowledged    present once the server has confirmed it received the result
 
 States: ``accepted`` → ``running`` → ``success`` | ``failure``. A transaction folder
-is created by renaming a complete temporary folder into place, so a transaction id is
-taken exactly once: a request re-sent with the same id is never run twice.
+is claimed with ``mkdir``, which fails if it exists, so a transaction id is taken
+exactly once: a request re-sent with the same id is never run twice.
 
 Acknowledgement is a marker file rather than a field of metadata.json so that listing
 what still has to be sent costs one ``stat`` per acknowledged transaction, not a parse.
@@ -18,11 +18,9 @@ what still has to be sent costs one ``stat`` per acknowledged transaction, not a
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,7 +38,6 @@ UNFINISHED: Final = frozenset({"accepted", "running"})
 _METADATA: Final = "metadata.json"
 _RESULT: Final = "result.json"
 _ACKNOWLEDGED: Final = "acknowledged"
-_NEW_PREFIX: Final = ".new-"
 
 
 @dataclass(frozen=True)
@@ -103,17 +100,14 @@ class Spool:
             "finished_at": None,
             "pid": None,
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_NEW_PREFIX}{txid}-", dir=self.root))
         try:
-            _write_json(tmp / _METADATA, meta)
-            # Renaming onto an existing transaction (a non-empty folder) fails: the id is
-            # claimed atomically even if two requests race.
-            os.rename(tmp, final)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise _taken(txid) from exc
-            raise
+            # mkdir claims the id atomically even if two requests race. A crash before
+            # the metadata is written leaves a folder that reads as a failed transaction,
+            # so the request is still never run twice.
+            final.mkdir(mode=0o700)
+        except FileExistsError as exc:
+            raise _taken(txid) from exc
+        _write_json(final / _METADATA, meta)
         return _record(meta, acknowledged=False, results=None)
 
     def get(self, txid: str) -> TransactionRecord | None:
@@ -196,10 +190,6 @@ class Spool:
         removed = 0
         for entry in _scandir(self.root):
             path = Path(entry.path)
-            if entry.name.startswith(_NEW_PREFIX):  # left by a crash during create()
-                if _last_change(path) < cutoff:
-                    shutil.rmtree(path, ignore_errors=True)
-                continue
             if not _is_txid(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
             if _last_change(path) >= cutoff:
