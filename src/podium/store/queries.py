@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Row, Text, bindparam, func, select, update
+from sqlalchemy import Insert, Integer, Row, Text, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from podium.store.records import EventRecord, JobNodeRecord, JobRecord, NodeRecord
-from podium.store.tables import JSONDocument, UTCDateTime, job_nodes, jobs, nodes
+from podium.store.tables import JSONDocument, UTCDateTime, job_events, job_nodes, jobs, nodes
 
 # Columns GET /jobs may sort on, by the names the API uses.
 JOB_ORDERINGS = {
@@ -41,6 +41,17 @@ APPLY_NODE_UPDATE = (
         result=func.coalesce(bindparam("p_result", type_=JSONDocument), job_nodes.c.result),
         message=func.coalesce(bindparam("p_message", type_=Text()), job_nodes.c.message),
     )
+)
+
+
+# One event; compiled once and handed to the driver's executemany like the above.
+INSERT_EVENT = insert(job_events).values(
+    job_id=bindparam("p_job_id", type_=Integer()),
+    type=bindparam("p_type", type_=Text()),
+    certname=bindparam("p_certname", type_=Text()),
+    timestamp=bindparam("p_timestamp", type_=UTCDateTime()),
+    message=bindparam("p_message", type_=Text()),
+    details=bindparam("p_details", type_=JSONDocument),
 )
 
 

@@ -63,9 +63,13 @@ class Store:
             self.dialect, ("facts", "facts_timestamp", "last_seen")
         )
         self._upsert_seen = queries.upsert_node(self.dialect, ("last_seen",))
-        compiled = queries.APPLY_NODE_UPDATE.compile(dialect=self._engine.dialect)
-        self._apply_sql = str(compiled)
-        self._apply_names = compiled.positiontup if compiled.positional else None
+        self._apply_sql, self._apply_names = self._compile(queries.APPLY_NODE_UPDATE)
+        self._event_sql, self._event_names = self._compile(queries.INSERT_EVENT)
+
+    def _compile(self, statement: Any) -> tuple[str, list[str] | None]:
+        """SQL for the driver's executemany, and its parameter order if positional."""
+        compiled = statement.compile(dialect=self._engine.dialect)
+        return str(compiled), compiled.positiontup if compiled.positional else None
 
     def __repr__(self) -> str:
         return f"Store({self.url.render_as_string(hide_password=True)!r})"
@@ -319,22 +323,26 @@ class Store:
 
     def add_events(self, events: Sequence[NewEvent]) -> None:
         """Append events to their jobs' logs, in order."""
-        rows = [
-            {
-                "job_id": e.job_id,
-                "type": e.type,
-                "certname": e.certname,
-                "timestamp": _aware(e.timestamp, "timestamp"),
-                "message": e.message,
-                "details": e.details,
-            }
-            for e in events
-        ]
-        if not rows:
+        if not events:
             return
+        # The hot path of a large job, like apply_node_updates: values converted here
+        # and handed to the driver's executemany directly.
+        sqlite = self.dialect == "sqlite"
+        names = self._event_names
+        rows: list[Any] = []
+        for e in events:
+            row = {
+                "p_job_id": e.job_id,
+                "p_type": e.type,
+                "p_certname": e.certname,
+                "p_timestamp": _driver_timestamp(_aware(e.timestamp, "timestamp"), sqlite=sqlite),
+                "p_message": e.message,
+                "p_details": json_dumps(e.details),
+            }
+            rows.append(row if names is None else tuple(row[n] for n in names))
         try:
             with self._write() as connection:
-                connection.execute(insert(job_events), rows)
+                connection.exec_driver_sql(self._event_sql, rows)
         except StoreError as error:
             if not isinstance(error.__cause__, sa_exc.IntegrityError):
                 raise
