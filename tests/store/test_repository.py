@@ -482,6 +482,23 @@ def test_record_facts_adds_a_node_then_updates_its_facts_and_last_seen(store: St
     assert (node.first_seen, node.last_seen, node.facts_timestamp) == (at(1), at(5), at(5))
 
 
+def test_facts_of_many_nodes_are_stored_in_one_write(store: Store) -> None:
+    store.record_facts("b.example.com", {"old": True}, at(1))
+    with statements(store) as sent:
+        store.record_facts_many(
+            [("b.example.com", {"kernel": "Linux"}, at(3)), ("a.example.com", {"x": [1]}, at(3))]
+        )
+    assert len(writes(sent)) == 1
+    a, b = store.list_nodes()
+    assert (a.certname, a.facts, a.first_seen) == ("a.example.com", {"x": [1]}, at(3))
+    assert (b.certname, b.facts, b.first_seen, b.last_seen) == (
+        "b.example.com",
+        {"kernel": "Linux"},
+        at(1),
+        at(3),
+    )
+
+
 def test_touch_nodes_adds_new_nodes_and_moves_last_seen_of_known_ones(store: Store) -> None:
     store.record_facts("known.example.com", {"kernel": "Linux"}, at(1))
     with statements(store) as sent:

@@ -424,8 +424,7 @@ class JobService:
 
     def _write(self, batch: _Batch) -> None:
         if batch.facts:
-            for certname, (facts, at) in batch.facts.items():
-                self.store.record_facts(certname, facts, at)
+            self.store.record_facts_many([(c, f, at) for c, (f, at) in batch.facts.items()])
         if batch.updates:
             self.store.apply_node_updates(batch.updates)
         if batch.events:

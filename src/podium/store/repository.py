@@ -105,15 +105,24 @@ class Store:
 
     def record_facts(self, certname: str, facts: dict[str, Any], at: datetime) -> None:
         """Store a node's latest facts, adding the node if it is new."""
-        row = {
-            "certname": certname,
-            "facts": facts,
-            "facts_timestamp": _aware(at),
-            "first_seen": at,
-            "last_seen": at,
-        }
-        with self._write() as connection:
-            connection.execute(self._upsert_facts, row)
+        self.record_facts_many([(certname, facts, at)])
+
+    def record_facts_many(self, items: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
+        """:meth:`record_facts` for many nodes in one statement (a fleet reconnecting)."""
+        # Sorted, so that concurrent writers lock rows in one order and cannot deadlock.
+        rows = [
+            {
+                "certname": certname,
+                "facts": facts,
+                "facts_timestamp": _aware(at),
+                "first_seen": at,
+                "last_seen": at,
+            }
+            for certname, facts, at in sorted(items, key=lambda item: item[0])
+        ]
+        if rows:
+            with self._write() as connection:
+                connection.execute(self._upsert_facts, rows)
 
     def touch_nodes(self, certnames: Sequence[str], at: datetime) -> None:
         """Note that these nodes were seen at ``at``, adding the ones that are new."""
