@@ -211,3 +211,43 @@ async def test_a_restarted_server_resumes_unfinished_jobs(settings, api, runtime
     finally:
         await again.stop()
         await runtime.start()  # the fixture stops it again
+
+
+async def test_sensitive_parameters_reach_the_node_but_the_job_shows_them_masked(
+    settings, tmp_path
+):
+    import dataclasses
+
+    from podium.server.app import create_app
+
+    tasks = tmp_path / "code" / "environments" / "production" / "modules" / "vault" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "init.json").write_text(
+        '{"parameters": {"user": {"type": "String"},'
+        ' "password": {"type": "String", "sensitive": true}}}'
+    )
+    (tasks / "init.sh").write_text("echo ok\n")
+    runtime = Runtime(dataclasses.replace(settings, codedir=tmp_path / "code"))
+    await runtime.start()
+    try:
+        agent = FakeAgent(runtime.broker, "web-01")
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="https://podium.test/orchestrator/v1"
+        ) as client:
+            body = {
+                "task": "vault",
+                "params": {"user": "ops", "password": "hunter2"},
+                "scope": {"nodes": ["web-01"]},
+            }
+            job = await run(client, runtime, body)
+            assert job["options"]["params"] == {
+                "user": "ops",
+                "password": "Sensitive [value redacted]",
+            }
+            assert "hunter2" not in (await client.get(f"/jobs/{job['name']}")).text
+            listing = (await client.get("/jobs")).text
+            assert "hunter2" not in listing
+        assert agent.requests[0].params["input"] == {"user": "ops", "password": "hunter2"}
+    finally:
+        await runtime.stop()

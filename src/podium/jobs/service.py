@@ -32,11 +32,21 @@ from podium.tasks.params import validate_params
 log = logging.getLogger(__name__)
 
 TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
+HIDDEN_INPUT = "_input"  # job option holding the unredacted task input
+REDACTED = "Sensitive [value redacted]"
 MODULE_FILE_PATH = "/puppet/v3/file_content/modules"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _redacted(task: Task, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the job shows them: sensitive values masked."""
+    return {
+        name: REDACTED if name in task.parameters and task.parameters[name].sensitive else value
+        for name, value in params.items()
+    }
 
 
 @dataclass(eq=False)
@@ -163,10 +173,12 @@ class JobService:
         txids = {c: uuid.uuid4().hex for c in certnames}
         options = {
             "task": found.name,
-            "params": checked,
+            "params": _redacted(found, checked),
             "noop": noop,
             "environment": environment,
             "scope": {"nodes": certnames},
+            # What the nodes get, kept to resume the job after a restart; never shown.
+            HIDDEN_INPUT: checked,
         }
         now = _now()
         job_id = await asyncio.to_thread(
@@ -457,7 +469,9 @@ class JobService:
                     self.codedir.task, job.environment, job.options["task"]
                 )
                 params = self._task_params(
-                    task, job.options.get("params", {}), bool(job.options.get("noop"))
+                    task,
+                    job.options.get(HIDDEN_INPUT, job.options.get("params", {})),
+                    bool(job.options.get("noop")),
                 )
             except PodiumError as exc:
                 for node in nodes:

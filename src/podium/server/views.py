@@ -27,7 +27,7 @@ def job(record: JobRecord, base: str) -> dict[str, Any]:
         "state": record.state,
         "command": record.type,
         "type": record.type,
-        "options": record.options,
+        "options": {k: v for k, v in record.options.items() if not k.startswith("_")},
         "owner": {"login": record.owner},
         "description": record.description,
         "environment": {"name": record.environment},
