@@ -212,7 +212,7 @@ def test_running_lists_what_a_restarted_agent_must_follow_or_close(tmp_path: Pat
     assert [r.transaction_id for r in after_restart.unacknowledged()] == ["finished"]
 
 
-def test_purge_removes_old_finished_transactions_only(spool: Spool) -> None:
+def test_purge_removes_old_acknowledged_transactions_only(spool: Spool) -> None:
     _finished(spool, "acked")
     spool.acknowledge("acked", T0)
     _finished(spool, "unacked")
@@ -222,17 +222,20 @@ def test_purge_removes_old_finished_transactions_only(spool: Spool) -> None:
     (spool.root / "not a transaction").mkdir()
     now = datetime.now(UTC)
     assert spool.purge(now) == 0  # everything changed just now
-    assert spool.purge(now + timedelta(days=15)) == 2
+    # Only the acknowledged one: an unacknowledged result may still be asked for.
+    assert spool.purge(now + timedelta(days=15)) == 1
     assert sorted(p.name for p in spool.root.iterdir()) == [
         "accepted",
         "not a transaction",
         "running",
+        "unacked",
     ]
 
 
 def test_purge_keeps_recent_transactions_with_a_short_ttl(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", ttl=timedelta(hours=1))
     _finished(spool, "tx-1")
+    spool.acknowledge("tx-1", T0)
     assert spool.purge(datetime.now(UTC) + timedelta(minutes=30)) == 0
     assert spool.purge(datetime.now(UTC) + timedelta(minutes=90)) == 1
 

@@ -129,11 +129,33 @@ def test_inventory_subscribers_hear_of_connections_and_disconnections():
     assert gone.envelope.data["changes"][0]["change"] == "disconnected"
 
 
-def test_only_controllers_may_subscribe_to_inventory():
+def test_only_controllers_may_query_the_inventory_and_with_few_patterns():
     r = router()
     agent = connect(r, "web-01")
     out = send(r, agent, msg.InventoryRequest(query=["pcp://*/agent"], subscribe=True), BROKER_URI)
     assert "only controllers" in only_error(out, agent)
+    server = connect(r, SERVER, "server")
+    many = msg.InventoryRequest(query=[f"pcp://n{i}/agent" for i in range(17)])
+    assert "the limit is 16" in only_error(send(r, server, many, BROKER_URI), server)
+
+
+def test_only_controllers_choose_their_client_type():
+    r = router()
+    with pytest.raises(NotPermitted, match="may only connect as agent"):
+        r.admit(Client("web-01", "server", controller=False))
+    connect(r, SERVER, "server")
+
+
+def test_a_replaced_session_is_announced_so_controllers_resend():
+    r = router()
+    server = connect(r, SERVER, "server")
+    send(r, server, msg.InventoryRequest(query=["pcp://*/agent"], subscribe=True), BROKER_URI)
+    connect(r, "web-01")
+    replaced, updates = r.admit(Client("web-01", "agent", controller=False))
+    assert replaced is not None
+    assert [u.envelope.data["changes"] for u in updates] == [
+        [{"client": "pcp://web-01/agent", "change": "connected"}]
+    ]
 
 
 def test_a_new_session_replaces_the_old_and_the_old_ones_close_does_not_remove_it():

@@ -17,7 +17,7 @@ from podium.broker.routing import Router
 from podium.broker.server import Broker
 from podium.pki.tls import client_context, server_context
 from podium.protocol import messages as msg
-from podium.protocol.envelope import BROKER_URI, parse, serialize
+from podium.protocol.envelope import parse, serialize
 
 SERVER = "podium-server"
 
@@ -54,6 +54,19 @@ async def client(broker: Broker, ids: Identities, certname: str, client_type: st
 
 async def receive(ws: ClientConnection) -> msg.Message:
     return msg.decode(parse(await asyncio.wait_for(ws.recv(), 5)))
+
+
+async def still_served(ws: ClientConnection) -> None:
+    """The broker answers this connection: a message to an absent controller bounces."""
+    probe = msg.encode(
+        msg.ProvisionalResponse(transaction_id="probe"),
+        sender="pcp://web-01/agent",
+        target="pcp://podium-server/server",
+    )
+    await ws.send(serialize(probe))
+    assert await receive(ws) == msg.Error(
+        description="pcp://podium-server/server is not connected", id=probe.id
+    )
 
 
 async def wait_connected(broker: Broker, *uris: str) -> None:
@@ -131,11 +144,7 @@ async def test_garbage_and_oversized_messages_get_errors_and_the_connection_live
         error = await receive(agent)
         assert "exceeds the limit of 65536 bytes" in error.description
         assert error.id is None
-        query = msg.InventoryRequest(query=["pcp://*/agent"])
-        await agent.send(
-            serialize(msg.encode(query, sender="pcp://web-01/agent", target=BROKER_URI))
-        )
-        assert await receive(agent) == msg.InventoryResponse(uris=["pcp://web-01/agent"])
+        await still_served(agent)
 
 
 async def test_a_revoked_certificate_is_dropped_at_once_and_refused_after(broker, ids):
@@ -160,14 +169,16 @@ async def test_a_second_connection_replaces_the_first(broker, ids):
         await asyncio.sleep(0.05)
         session = broker.router.get("pcp://web-01/agent")
         assert session is not None and session.transport is not None
-        query = msg.InventoryRequest(query=["pcp://web-01/agent"])
-        await second.send(
-            serialize(msg.encode(query, sender="pcp://web-01/agent", target=BROKER_URI))
-        )
-        assert await receive(second) == msg.InventoryResponse(uris=["pcp://web-01/agent"])
+        await still_served(second)
 
 
 async def test_an_unknown_path_is_refused_with_404(broker, ids):
     with pytest.raises(InvalidStatus) as refused:
         await connect(f"wss://127.0.0.1:{broker.port}/elsewhere", ssl=ids.context("web-01"))
     assert refused.value.response.status_code == 404
+
+
+async def test_an_agent_may_only_connect_as_an_agent(broker, ids):
+    with pytest.raises(InvalidStatus) as refused:
+        await client(broker, ids, "web-01", "server")
+    assert refused.value.response.status_code == 403

@@ -110,11 +110,12 @@ async def test_malformed_and_oversized_messages_are_answered_with_errors(
         (json.dumps(unknown_field), "unknown envelope field(s): priority"),
         (json.dumps(oversized), f"exceeds the limit of {MIB} bytes"),
     ]
-    inventory = envelope(
-        "inventory_request",
+    # An answer to an absent controller bounces: proof that the connection is served.
+    probe = envelope(
+        "rpc_provisional_response",
         sender=INTRUDER_URI,
-        target="pcp:///server",
-        data={"query": ["pcp://*/agent"]},
+        target="pcp://nobody.e2e/server",
+        data={"transaction_id": "probe"},
     )
 
     async with raw_agent(fleet, intruder) as ws:
@@ -124,12 +125,14 @@ async def test_malformed_and_oversized_messages_are_answered_with_errors(
             assert reply["message_type"] == "error", frame[:80]
             assert description in reply["data"]["description"]
         # The same connection is still served.
-        await ws.send(json.dumps(inventory))
+        await ws.send(json.dumps(probe))
         reply = await receive(ws)
 
-    assert reply["message_type"] == "inventory_response"
-    assert reply["in_reply_to"] == inventory["id"]
-    assert {f"pcp://{n}/agent" for n in NODES} <= set(reply["data"]["uris"])
+    assert reply["message_type"] == "error"
+    assert reply["data"] == {
+        "description": "pcp://nobody.e2e/server is not connected",
+        "id": probe["id"],
+    }
     assert fleet.echo_results(NODES[2:4]) == echoed(NODES[2:4])
 
 

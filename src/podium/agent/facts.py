@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from podium import __version__
+
+log = logging.getLogger(__name__)
 
 
 def _os_release() -> dict[str, str]:
@@ -54,8 +57,15 @@ def core_facts(certname: str) -> dict[str, Any]:
 def gather(certname: str, facts_file: Path | None) -> dict[str, Any]:
     """Core facts, overlaid with the JSON object in ``facts_file`` if there is one."""
     facts = core_facts(certname)
-    if facts_file is not None and facts_file.exists():
+    if facts_file is None or not facts_file.exists():
+        return facts
+    try:
         extra = json.loads(facts_file.read_text())
-        if isinstance(extra, dict):
-            facts.update(extra)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring facts file %s: %s", facts_file, exc)
+        return facts
+    if isinstance(extra, dict):
+        facts.update(extra)
+    else:
+        log.warning("ignoring facts file %s: it must hold a JSON object", facts_file)
     return facts

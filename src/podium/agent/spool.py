@@ -185,7 +185,7 @@ class Spool:
         return sorted(records, key=lambda r: (r.created_at, r.transaction_id))
 
     def purge(self, now: datetime) -> int:
-        """Remove finished transactions unchanged for ``ttl``; never an unfinished one."""
+        """Remove acknowledged transactions unchanged for ``ttl``."""
         cutoff = (now - self.ttl).timestamp()
         removed = 0
         for entry in _scandir(self.root):
@@ -194,7 +194,9 @@ class Spool:
                 continue
             if _last_change(path) >= cutoff:
                 continue
-            if _read_metadata(path)["status"] in UNFINISHED:
+            # Only what the server has acknowledged: an id whose result was never
+            # confirmed may be re-sent, and must then be answered, not run again.
+            if not (path / _ACKNOWLEDGED).exists():
                 continue
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

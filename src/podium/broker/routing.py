@@ -18,6 +18,9 @@ from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.envelope import BROKER_URI, Envelope
 
+MAX_INVENTORY_PATTERNS = 16
+AGENT_TYPE = "agent"
+
 
 @dataclass(eq=False, slots=True)
 class Client:
@@ -76,7 +79,14 @@ class Router:
 
     def admit(self, client: Client) -> tuple[Client | None, list[Delivery]]:
         """Register ``client``; returns the session it replaces (to be closed) and
-        the inventory updates to send. Raises :class:`NotPermitted` when full."""
+        the inventory updates to send. Raises :class:`NotPermitted` when full, or when
+        a client that is not a controller asks for another type than ``agent``."""
+        if not client.controller and client.client_type != AGENT_TYPE:
+            raise NotPermitted(
+                f"{client.certname} may only connect as {AGENT_TYPE}: "
+                f"only controllers choose other client types",
+                kind="podium.broker/client-type",
+            )
         replaced = self._clients.get(client.uri)
         if replaced is None and len(self._clients) >= self.max_clients:
             raise NotPermitted(
@@ -87,8 +97,9 @@ class Router:
         self._by_type.setdefault(client.client_type, {})[client.uri] = client
         if replaced is not None:
             self._subscribers.pop(replaced.session_id, None)
-            return replaced, []
-        return None, self._announce(client.uri, "connected")
+        # Announced even when it replaces a session: what was sent to the old one may be
+        # lost, and controllers re-send pending requests to a node that (re)connects.
+        return replaced, self._announce(client.uri, "connected")
 
     def remove(self, client: Client) -> list[Delivery]:
         """Forget a closed connection, unless a newer session has taken its place."""
@@ -96,7 +107,10 @@ class Router:
         if self._clients.get(client.uri) is not client:
             return []
         del self._clients[client.uri]
-        del self._by_type[client.client_type][client.uri]
+        same_type = self._by_type[client.client_type]
+        del same_type[client.uri]
+        if not same_type:
+            del self._by_type[client.client_type]
         return self._announce(client.uri, "disconnected")
 
     def _announce(self, uri: str, change: str) -> list[Delivery]:
@@ -168,9 +182,14 @@ class Router:
                 f"the broker does not answer {envelope.message_type}; "
                 "send inventory_request to pcp:///server"
             )
+        if not client.controller:
+            raise NotPermitted("only controllers may query the broker's inventory")
+        if len(request.query) > MAX_INVENTORY_PATTERNS:
+            raise ProtocolError(
+                f"inventory_request has {len(request.query)} patterns; "
+                f"the limit is {MAX_INVENTORY_PATTERNS}"
+            )
         if request.subscribe:
-            if not client.controller:
-                raise NotPermitted("only controllers may subscribe to inventory updates")
             self._subscribers[client.session_id] = client
         uris = self.inventory(request.query)
         return [self._from_broker(client, msg.InventoryResponse(uris=uris), envelope.id)]

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from podium.broker.admission import TokenBucket
-from podium.broker.routing import Client, Delivery, Router
+from podium.broker.routing import AGENT_TYPE, Client, Delivery, Router
 from podium.errors import NotPermitted, ProtocolError
 from podium.pki.revocation import CrlWatcher
 from podium.pki.tls import peer_identity
@@ -172,9 +172,12 @@ class Broker:
         ssl_object = connection.transport.get_extra_info("ssl_object")
         if ssl_object is None or not ssl_object.getpeercert():
             return _reject(HTTPStatus.UNAUTHORIZED, "a client certificate is required\n")
-        _certname, serial = peer_identity(ssl_object)
+        certname, serial = peer_identity(ssl_object)
         if serial in self._revoked:
             return _reject(HTTPStatus.FORBIDDEN, "this certificate has been revoked\n")
+        client_type = request.path[len(PATH_PREFIX) :]
+        if client_type != AGENT_TYPE and certname not in self.router.controllers:
+            return _reject(HTTPStatus.FORBIDDEN, f"{certname} may only connect as {AGENT_TYPE}\n")
         wait = self._bucket.take(time.monotonic())
         if wait > 0:
             response = _reject(HTTPStatus.SERVICE_UNAVAILABLE, "broker busy, retry later\n")

@@ -1,0 +1,24 @@
+import logging
+
+from podium.agent.facts import gather
+
+
+def test_core_facts_describe_the_node(tmp_path):
+    facts = gather("web-01", None)
+    assert facts["certname"] == "web-01"
+    assert facts["processors"]["count"] >= 1
+    assert facts["os"]["family"]
+
+
+def test_a_facts_file_adds_facts_and_a_broken_one_is_ignored_with_a_warning(tmp_path, caplog):
+    good = tmp_path / "facts.json"
+    good.write_text('{"role": "web", "os": {"family": "Custom"}}')
+    facts = gather("web-01", good)
+    assert facts["role"] == "web"
+    assert facts["os"] == {"family": "Custom"}
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"role": "web",')
+    with caplog.at_level(logging.WARNING):
+        facts = gather("web-01", broken)
+    assert "role" not in facts
+    assert "ignoring facts file" in caplog.text
