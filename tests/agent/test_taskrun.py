@@ -605,3 +605,21 @@ def test_integers_too_big_for_the_wire_become_floats():
     assert ok
     assert result == {"big": 1.2345678901234568e29, "small": 7}
     assert orjson.dumps(result)  # what the agent sends must serialize
+
+
+def test_a_result_too_big_for_a_message_is_cut_to_fit_with_a_note():
+    big = {"_output": "x" * 50_000, "_error": {"kind": "k", "msg": "m", "details": {}}}
+    fitted = taskrun.fit_result(big, 10_000)
+    assert len(orjson.dumps(fitted)) <= 10_000
+    assert fitted["_error"] == big["_error"]
+    assert fitted["_output"] == "x" * len(fitted["_output"])
+    assert "over the 10000-byte message limit" in fitted["_truncated"]
+    small = {"_output": "fine"}
+    assert taskrun.fit_result(small, 10_000) is small
+
+
+def test_json_nested_deeper_than_the_wire_takes_is_plain_output():
+    text = '{"a":' * 300 + "1" + "}" * 300
+    ok, result = task_result(text.encode(), b"", 0)
+    assert ok
+    assert result == {"_output": text}

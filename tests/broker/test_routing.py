@@ -182,3 +182,14 @@ def test_broker_answers_only_inventory_requests():
     out = send(r, agent, msg.ProvisionalResponse(transaction_id="t"), BROKER_URI)
     assert "does not answer" in only_error(out, agent)
     assert parse(out[0].raw).target == agent.uri
+
+
+def test_an_in_process_message_over_the_limit_is_refused():
+    r = router(max_message_bytes=300)
+    server = connect(r, SERVER, "server")
+    connect(r, "web-01")
+    big = msg.NonBlockingRequest(
+        transaction_id="t", module="task", action="run", params={"x": "y" * 400}
+    )
+    out = r.forward(server, msg.encode(big, sender=server.uri, target="pcp://web-01/agent"))
+    assert "exceeds the limit of 300 bytes" in only_error(out, server)

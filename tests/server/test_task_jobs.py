@@ -251,3 +251,32 @@ async def test_sensitive_parameters_reach_the_node_but_the_job_shows_them_masked
         assert agent.requests[0].params["input"] == {"user": "ops", "password": "hunter2"}
     finally:
         await runtime.stop()
+
+
+async def test_a_result_with_nul_characters_is_stored_on_every_database(api, runtime):
+    FakeAgent(runtime.broker, "web-01", lambda request: {"_output": "a\x00b"})
+    job = await run(api, runtime, task_body(["web-01"]))
+    nodes = await nodes_of(api, job)
+    assert nodes["web-01"]["result"] == {"_output": "a\ufffdb"}
+    # The engine goes on: a later job runs normally.
+    later = await run(api, runtime, task_body(["web-01"]))
+    assert later["state"] == "finished"
+
+
+def test_a_result_nested_too_deep_to_store_becomes_an_error():
+    import orjson
+
+    from podium.jobs.service import _storable
+
+    deep = orjson.loads(b'{"a":' * 300 + b"1" + b"}" * 300)
+    assert "could not be stored" in _storable(deep)["_error"]["msg"]
+
+
+async def test_task_input_too_big_for_a_message_is_refused_before_any_job(api, runtime):
+    FakeAgent(runtime.broker, "web-01")
+    body = task_body(["web-01"])
+    body["params"] = {"message": "x" * 1_100_000}
+    response = await api.post("/command/task", json=body)
+    assert response.status_code == 400
+    assert "over the 1048576-byte message limit" in response.json()["msg"]
+    assert (await api.get("/jobs")).json()["pagination"]["total"] == 0

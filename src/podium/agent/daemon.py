@@ -24,7 +24,7 @@ from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.agent.facts import gather
 from podium.agent.spool import Spool, TransactionRecord
-from podium.agent.taskrun import FileCache, recorded_pid, start_task, wait_task
+from podium.agent.taskrun import FileCache, fit_result, recorded_pid, start_task, wait_task
 from podium.errors import PodiumError, ProtocolError
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
@@ -238,11 +238,13 @@ class Agent:
         await self._finish(txid, ok, results)
 
     async def _finish(self, txid: str, ok: bool, results: dict[str, Any]) -> None:
+        # Room for the envelope around the results, so the message fits the broker's cap.
+        fitted = fit_result(results, self.config.max_message_bytes - 4096)
         record = await asyncio.to_thread(
             self.spool.finish,
             txid,
             status="success" if ok else "failure",
-            results=results,
+            results=fitted,
             now=_now(),
         )
         self._send_result(record)

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
+import orjson
+
 from podium.errors import Conflict, ValidationError
 from podium.files import write_atomic
 
@@ -134,9 +136,34 @@ def _json_object(text: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
-    except (ValueError, RecursionError):
+        orjson.dumps(value)  # nested deeper than the wire format takes: plain output
+    except (ValueError, RecursionError, TypeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def fit_result(result: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``result``, or a shortened one whose encoding fits in ``limit`` bytes (a message
+    must fit the broker's cap); the full output stays in the spool."""
+    size = len(orjson.dumps(result))
+    if size <= limit:
+        return result
+    output = result.get("_output")
+    text = output if isinstance(output, str) else orjson.dumps(result).decode()
+    kept: dict[str, Any] = {}
+    error = result.get("_error")
+    if error is not None and len(orjson.dumps(error)) < limit // 4:
+        kept["_error"] = error
+    kept["_truncated"] = (
+        f"the result was {size} bytes, over the {limit}-byte message limit; "
+        "the full output is in the agent's spool"
+    )
+    budget = limit // 2
+    while True:
+        fitted = {**kept, "_output": text[:budget]}
+        if len(orjson.dumps(fitted)) <= limit or budget == 0:
+            return fitted
+        budget //= 2
 
 
 def _no_constant(name: str) -> Any:

@@ -166,6 +166,12 @@ class Router:
                 details={"target": envelope.target},
             )
         data = raw if raw is not None else pcp.serialize(envelope)
+        if len(data) > self.max_message_bytes:  # built in-process: not checked by parse()
+            raise ProtocolError(
+                f"message of {len(data)} bytes exceeds the limit of "
+                f"{self.max_message_bytes} bytes",
+                kind="podium.protocol/message-too-large",
+            )
         return [Delivery(t, envelope, data) for t in targets]
 
     def _targets(self, uri: str) -> list[Client]:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from podium.errors import PodiumError, ValidationError
+import orjson
+
+from podium.errors import PodiumError, StoreError, ValidationError
 from podium.jobs import states
 from podium.jobs.link import ControllerLink
 from podium.protocol import envelope as pcp
@@ -31,6 +33,8 @@ from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
 
+_ENVELOPE_ROOM = 1024  # bytes an envelope adds around a request's params
+
 TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
 HIDDEN_INPUT = "_input"  # job option holding the unredacted task input
 REDACTED = "Sensitive [value redacted]"
@@ -39,6 +43,29 @@ MODULE_FILE_PATH = "/puppet/v3/file_content/modules"
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as every database can store it: NUL characters (which PostgreSQL
+    refuses in text and JSON) become U+FFFD; what cannot be encoded becomes an error."""
+    try:
+        raw = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # e.g. nested deeper than JSON columns take
+        return {"_error": {"kind": "podium/unstorable", "msg": f"could not be stored: {exc}"}}
+    if b"\\u0000" not in raw:
+        return value
+    cleaned: dict[str, Any] = _without_nul(value)
+    return cleaned
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _redacted(task: Task, params: dict[str, Any]) -> dict[str, Any]:
@@ -94,12 +121,17 @@ class JobService:
         # Timeouts
         flush_interval: float = 0.005,
         reconnect_grace: float = 300.0,
+        stop_timeout: float = 10.0,
+        # Limits
+        max_message_bytes: int = pcp.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.store = store
         self.link = link
         self.codedir = codedir
         self.flush_interval = flush_interval
         self.reconnect_grace = reconnect_grace
+        self.stop_timeout = stop_timeout
+        self.max_message_bytes = max_message_bytes
         self._pending: dict[str, _Pending] = {}
         self._by_node: dict[str, set[str]] = defaultdict(set)
         self._jobs: dict[int, _ActiveJob] = {}
@@ -126,7 +158,14 @@ class JobService:
         for pending in self._pending.values():
             if pending.grace is not None:
                 pending.grace.cancel()
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), self.stop_timeout)
+        except TimeoutError:
+            log.error(
+                "could not store the last job updates within %.0f s; agents will send "
+                "their unacknowledged results again",
+                self.stop_timeout,
+            )
         await self.link.stop()
 
     async def flush(self) -> None:
@@ -170,6 +209,18 @@ class JobService:
                 "the job targets no nodes; give at least one node name",
                 kind="puppetlabs.orchestrator/empty-target",
             )
+        request_params = self._task_params(found, checked, noop)
+        try:
+            size = len(orjson.dumps(request_params)) + _ENVELOPE_ROOM
+        except orjson.JSONEncodeError as exc:
+            raise ValidationError(f"the task's parameters cannot be sent: {exc}") from exc
+        if size > self.max_message_bytes:
+            raise ValidationError(
+                f"the request for task {found.name} would be {size} bytes, over the "
+                f"{self.max_message_bytes}-byte message limit; pass large data as a file "
+                "the task reads, not as a parameter",
+                details={"size": size, "limit": self.max_message_bytes},
+            )
         txids = {c: uuid.uuid4().hex for c in certnames}
         options = {
             "task": found.name,
@@ -196,7 +247,6 @@ class JobService:
         self._jobs[job_id] = job
         self._finished[job_id] = asyncio.Event()
         self._batch.job_states.append((job_id, "running", now))
-        request_params = self._task_params(found, checked, noop)
         for certname in certnames:
             pending = self._track(job_id, certname, txids[certname], request_params)
             if certname in self.link.connected:
@@ -275,7 +325,7 @@ class JobService:
             return
         sender = pcp.split_uri(env.sender)[0]
         if isinstance(message, msg.FactsUpdate):
-            self._batch.facts[sender] = (message.facts, _now())
+            self._batch.facts[sender] = (_storable(message.facts), _now())
             self._flush_soon()
         elif isinstance(message, msg.Error):
             self._on_broker_error(message)
@@ -293,14 +343,13 @@ class JobService:
                     self._record(pending, "running", None, None)
             elif isinstance(message, msg.NonBlockingResponse):
                 if pending is not None:
-                    self._settle(
-                        pending, states.state_for_results(message.results), message.results, None
-                    )
+                    results = _storable(message.results)
+                    self._settle(pending, states.state_for_results(results), results, None)
                 # Acknowledge even a duplicate, once what we hold is stored.
                 self._batch.acks.append((env.sender, txid))
                 self._flush_soon()
             elif pending is not None:
-                self._settle(pending, "errored", {}, message.description)
+                self._settle(pending, "errored", {}, message.description.replace("\x00", "\ufffd"))
 
     def _on_broker_error(self, error: msg.Error) -> None:
         txid = self._sent.get(error.id or "")
@@ -413,10 +462,15 @@ class JobService:
             batch, self._batch = self._batch, _Batch()
             try:
                 await asyncio.to_thread(self._write, batch)
-            except Exception:
-                log.exception("could not store job updates; retrying in 1 s")
+            except StoreError as exc:  # the database is away: keep everything, try again
+                log.error("could not store job updates (%s); retrying in 1 s", exc.msg)
                 self._requeue(batch)
                 await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                # A bug, or a value the database refuses: retrying would wedge every later
+                # update. Nothing in it was acknowledged, so agents will send it again.
+                log.exception("dropped a batch of job updates that could not be stored")
                 continue
             for uri, txid in batch.acks:
                 self.link.send(self.link.make(msg.ResultAck(transaction_id=txid), uri))
