@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -278,7 +279,10 @@ class Api:
 
     def __init__(self, server: ServerInfo) -> None:
         self._http = httpx.Client(
-            base_url=server.url + "/orchestrator/v1", verify=str(server.cacert), timeout=120
+            base_url=server.url + "/orchestrator/v1",
+            verify=ssl.create_default_context(cafile=str(server.cacert)),
+            timeout=120,
+            headers={"X-Authentication": (server.datadir / "admin-token").read_text().strip()},
         )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ the API's error shape: ``kind``, ``msg`` and ``details``.
     ├── NotFound (KeyError)              an unknown job, node, task, certificate: 404
     ├── Conflict                         the request clashes with current state: 409
     ├── NotPermitted                     the caller may not do this: 403
+    ├── Unauthenticated                  no valid token was given: 401
     ├── ConfigError                      a setting is missing or wrong
     ├── PKIError                         certificate authority and TLS material
     └── StoreError                       the database could not do what was asked
@@ -69,6 +70,11 @@ class Conflict(PodiumError):
 class NotPermitted(PodiumError):
     kind = f"{_NS}/not-permitted"
     status = 403
+
+
+class Unauthenticated(PodiumError):
+    kind = "puppetlabs.rbac/user-unauthenticated"
+    status = 401
 
 
 class ConfigError(PodiumError):

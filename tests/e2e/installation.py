@@ -70,7 +70,7 @@ class Installation:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.api = ApiClient(fleet.server_url, fleet.cacert)
+        self.api = ApiClient(fleet.server_url, fleet.cacert, fleet.api_token)
 
     def close(self) -> None:
         self.api.close()
@@ -196,6 +196,7 @@ class Installation:
             **os.environ,
             "PODIUM_SERVER_URL": self.fleet.server_url,
             "PODIUM_CACERT": str(self.fleet.cacert),
+            "PODIUM_TOKEN_FILE": str(self.fleet.token_file),
         }
         return subprocess.run(
             [sys.executable, "-m", "podium", *args],

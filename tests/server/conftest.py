@@ -34,6 +34,8 @@ async def runtime(settings: ServerSettings) -> AsyncIterator[Runtime]:
 async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(
-        transport=transport, base_url="https://podium.test/orchestrator/v1"
+        transport=transport,
+        base_url="https://podium.test/orchestrator/v1",
+        headers={"X-Authentication": runtime.admin_token},
     ) as client:
         yield client

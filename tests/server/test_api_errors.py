@@ -99,3 +99,23 @@ async def test_unknown_paths_answer_in_the_error_shape(api):
 async def test_task_listing_names_the_built_in_tasks(api):
     items = (await api.get("/tasks")).json()["items"]
     assert {t["name"] for t in items} >= {"podium::echo", "podium::command"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [({}, "needs a token"), ({"X-Authentication": "guess"}, "not valid")],
+)
+async def test_the_api_refuses_callers_without_the_token(api, headers, words):
+    api.headers.pop("X-Authentication")
+    for method, path in (("GET", "/jobs"), ("POST", "/command/task"), ("GET", "/inventory")):
+        response = await api.request(method, path, headers=headers, json=body())
+        payload = await error_of(response, 401)
+        assert payload["kind"] == "puppetlabs.rbac/user-unauthenticated"
+        assert words in payload["msg"]
+
+
+async def test_the_token_is_made_once_and_kept_private(runtime):
+    path = runtime.settings.token_path
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().strip() == runtime.admin_token
+    assert len(runtime.admin_token) >= 32

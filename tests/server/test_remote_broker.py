@@ -43,7 +43,9 @@ async def test_a_task_job_runs_through_a_standalone_broker(settings, tmp_path):
                 await asyncio.sleep(0.01)
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(
-            transport=transport, base_url="https://podium.test/orchestrator/v1"
+            transport=transport,
+            base_url="https://podium.test/orchestrator/v1",
+            headers={"X-Authentication": runtime.admin_token},
         ) as api:
             body = {
                 "task": "podium::echo",

@@ -233,7 +233,9 @@ async def test_sensitive_parameters_reach_the_node_but_the_job_shows_them_masked
         agent = FakeAgent(runtime.broker, "web-01")
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(
-            transport=transport, base_url="https://podium.test/orchestrator/v1"
+            transport=transport,
+            base_url="https://podium.test/orchestrator/v1",
+            headers={"X-Authentication": runtime.admin_token},
         ) as client:
             body = {
                 "task": "vault",

@@ -168,8 +168,7 @@ class Router:
         data = raw if raw is not None else pcp.serialize(envelope)
         if len(data) > self.max_message_bytes:  # built in-process: not checked by parse()
             raise ProtocolError(
-                f"message of {len(data)} bytes exceeds the limit of "
-                f"{self.max_message_bytes} bytes",
+                f"message of {len(data)} bytes exceeds the limit of {self.max_message_bytes} bytes",
                 kind="podium.protocol/message-too-large",
             )
         return [Delivery(t, envelope, data) for t in targets]

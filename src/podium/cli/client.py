@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from podium.config import default_cadir, env
+from podium.config import default_cadir, default_datadir, env
 from podium.errors import NotFound, PodiumError
 
 DEFAULT_SERVER_URL = "https://127.0.0.1:8143"
@@ -26,6 +26,11 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         help="CA certificate to verify the server (default $PODIUM_CACERT, else the local CA's)",
     )
     p.add_argument(
+        "--token",
+        help="API token (default $PODIUM_TOKEN, the file $PODIUM_TOKEN_FILE, else the local "
+        "server's admin-token)",
+    )
+    p.add_argument(
         "--format", choices=["human", "json"], default="human", help="output format (default human)"
     )
 
@@ -33,7 +38,9 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
 class ApiClient:
     """Calls ``/orchestrator/v1`` and turns its errors into :class:`PodiumError`."""
 
-    def __init__(self, server_url: str | None = None, cacert: Path | None = None) -> None:
+    def __init__(
+        self, server_url: str | None = None, cacert: Path | None = None, token: str | None = None
+    ) -> None:
         import httpx
 
         self.server_url = (server_url or env("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
@@ -52,8 +59,12 @@ class ApiClient:
                 "PODIUM_CACERT at the server's ca/ca_crt.pem",
                 kind="podium/config-error",
             ) from exc
+        token = token or _token()
         self._http = httpx.Client(
-            base_url=self.server_url + "/orchestrator/v1", verify=context, timeout=30.0
+            base_url=self.server_url + "/orchestrator/v1",
+            verify=context,
+            timeout=30.0,
+            headers={"X-Authentication": token} if token else None,
         )
         self._httpx = httpx
 
@@ -69,7 +80,7 @@ class ApiClient:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ApiClient:
-        return cls(args.server_url, args.cacert)
+        return cls(args.server_url, args.cacert, args.token)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -92,6 +103,25 @@ class ApiClient:
                 f"the server answered HTTP {response.status_code}: {response.text[:200]}"
             )
         return body
+
+
+def _token() -> str | None:
+    """The API token: $PODIUM_TOKEN, the file in $PODIUM_TOKEN_FILE, or the local
+    server's ``<datadir>/admin-token`` when this user can read it."""
+    token = env("TOKEN")
+    if token:
+        return token.strip()
+    named = env("TOKEN_FILE")
+    path = Path(named) if named else default_datadir() / "admin-token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        if named:
+            raise PodiumError(
+                f"cannot read the token file {path}; check PODIUM_TOKEN_FILE",
+                kind="podium/config-error",
+            ) from None
+        return None
 
 
 def print_json(value: Any) -> None:

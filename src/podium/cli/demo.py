@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
         demo.start_server()
         demo.start_agents()
-        with ApiClient(demo.server_url, demo.cacert) as client:
+        with ApiClient(demo.server_url, demo.cacert, demo.api_token) as client:
             demo.wait_connected(client, demo.certnames)
             elapsed = time.monotonic() - started
             print(f"{args.nodes} agents enrolled and connected in {elapsed:.1f} s.\n")
@@ -101,7 +101,8 @@ def _print_keep(demo: Demo) -> None:
     print(
         "\nThe server and agents keep running. Point the CLI at them:\n\n"
         f"  export PODIUM_SERVER_URL={demo.server_url}\n"
-        f"  export PODIUM_CACERT={demo.cacert}\n\n"
+        f"  export PODIUM_CACERT={demo.cacert}\n"
+        f"  export PODIUM_TOKEN_FILE={demo.token_file}\n\n"
         "Then, for example:\n\n"
         f"  podium task run podium::command command='uname -a' --nodes {','.join(demo.certnames)}\n"
         "  podium job show\n\n"

@@ -78,6 +78,14 @@ class Fleet:
     def cacert(self) -> Path:
         return self.cadir / "ca_crt.pem"
 
+    @property
+    def token_file(self) -> Path:
+        return self.datadir / "admin-token"
+
+    @property
+    def api_token(self) -> str:
+        return self.token_file.read_text().strip()
+
     def vardir(self, certname: str) -> Path:
         return self.root / "agents" / certname
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from pathlib import Path
 
 from podium.broker.routing import Router
 from podium.broker.server import Broker
+from podium.files import write_atomic
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
@@ -53,6 +55,15 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def admin_token(settings: ServerSettings) -> str:
+    """The API token in ``settings.token_path``, created (0600) on first start."""
+    path = settings.token_path
+    if not path.exists():
+        write_atomic(path, secrets.token_urlsafe(32).encode() + b"\n", mode=0o600, durable=True)
+        log.info("wrote the API token to %s", path)
+    return path.read_text().strip()
+
+
 def choose_codedir(settings: ServerSettings) -> Path:
     if settings.codedir is not None:
         return settings.codedir
@@ -67,6 +78,7 @@ class Runtime:
         self.settings = settings
         settings.datadir.mkdir(parents=True, exist_ok=True)
         self.ca = open_ca(settings)
+        self.admin_token = admin_token(settings)
         self.store = Store(settings.db_url)
         self.codedir = CodeDir(choose_codedir(settings))
         self.broker: Broker | None = None

@@ -52,6 +52,11 @@ class ServerSettings:
         return self.ssldir / f"{self.certname}.key.pem"
 
     @property
+    def token_path(self) -> Path:
+        """The administrator's API token, made at first start (until RBAC issues them)."""
+        return self.datadir / "admin-token"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.datadir / 'podium.db'}"
 
