@@ -144,18 +144,23 @@ def test_arbitrary_bytes_as_a_request_only_raise_validation_error(
         ca.submit_csr("web01", b"-----BEGIN CERTIFICATE REQUEST-----\n" + data)
 
 
-def test_a_new_request_replaces_a_pending_one(ca: CertificateAuthority, submit: Submit) -> None:
-    submit("web01")
+def test_a_pending_request_is_not_swapped_for_another_key(
+    ca: CertificateAuthority, submit: Submit
+) -> None:
+    key = generate_key()
+    assert ca.submit_csr("web01", make_csr("web01", key)) == "requested"
+    assert ca.submit_csr("web01", make_csr("web01", key)) == "requested"  # the same key: fine
     first = ca.list()[0].fingerprint
-    submit("web01")
+    with pytest.raises(Conflict, match="with another key is already pending"):
+        submit("web01")
     [info] = ca.list()
-    assert info.state == "requested" and info.fingerprint != first
+    assert info.state == "requested" and info.fingerprint == first
 
 
 # Signing
 
 
-def test_sign_issues_a_five_year_client_and_server_certificate(
+def test_sign_issues_a_five_year_client_certificate(
     ca: CertificateAuthority, submit: Submit
 ) -> None:
     submit("web01.example.com")
@@ -167,7 +172,7 @@ def test_sign_issues_a_five_year_client_and_server_certificate(
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["web01.example.com"]
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
+    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH}  # a node cannot pose as a server
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     lifetime = cert.not_valid_after_utc - datetime.now(UTC)
     assert 5 * YEAR - timedelta(days=1) <= lifetime <= 5 * YEAR
@@ -317,6 +322,8 @@ def test_issue_creates_a_key_and_a_certificate_with_extra_names(
         "build.example.com",
     ]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
     assert _states(ca) == {("podium-server", "signed"): cert.serial_number}
 
 

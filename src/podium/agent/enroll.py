@@ -60,8 +60,9 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
         if exc.http_status != 409:
             raise
         raise Conflict(
-            f"the CA already holds a certificate for {config.certname} that this agent's key "
-            f"does not match; revoke and clean it on the server, or restore {config.key_path}"
+            f"the CA refused this agent's request ({exc.msg}); if this node's key in "
+            f"{config.key_path} was lost or replaced, revoke the old certificate or remove "
+            "the old request on the server, then start the agent again"
         ) from exc
     announced = False
     while True:

@@ -221,6 +221,7 @@ class CertificateAuthority:
             if self.autosign.allows(certname, password):
                 self._sign_request(certname, csr)
                 return "signed"
+            self._refuse_if_pending_with_another_key(certname, csr)
             write_atomic(self._request_path(certname), csr.public_bytes(serialization.Encoding.PEM))
         return "requested"
 
@@ -273,7 +274,7 @@ class CertificateAuthority:
         key = load_private_key(key_pem)
         with self._locked():
             self._refuse_if_certified(certname)
-            cert_pem = self._certify(certname, key.public_key(), names, addresses)
+            cert_pem = self._certify(certname, key.public_key(), names, addresses, server=True)
         return cert_pem, key_pem
 
     def revoke(self, certname: str) -> int:
@@ -356,9 +357,26 @@ class CertificateAuthority:
             details={"certname": certname, "serial": serial},
         )
 
+    def _refuse_if_pending_with_another_key(
+        self, certname: str, csr: x509.CertificateSigningRequest
+    ) -> None:
+        """A pending request is never silently swapped for another key (anyone can
+        submit one): the operator would sign the wrong key."""
+        try:
+            pending = x509.load_pem_x509_csr(self._request_path(certname).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return
+        raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if pending.public_key().public_bytes(*raw) != csr.public_key().public_bytes(*raw):
+            raise Conflict(
+                f"a request for {certname} with another key is already pending; if it is "
+                f"not genuine, delete {self._request_path(certname)} and submit again",
+                details={"certname": certname},
+            )
+
     def _sign_request(self, certname: str, csr: x509.CertificateSigningRequest) -> bytes:
         public_key = certs.request_public_key(certname, csr)
-        cert_pem = self._certify(certname, public_key, (), ())
+        cert_pem = self._certify(certname, public_key, (), (), server=False)
         self._request_path(certname).unlink(missing_ok=True)
         return cert_pem
 
@@ -368,6 +386,8 @@ class CertificateAuthority:
         public_key: PublicKey,
         dns_names: Sequence[str],
         addresses: Sequence[certs.IPAddress],
+        *,
+        server: bool,
     ) -> bytes:
         cert = certs.build_certificate(
             ca_cert=self._ca_cert,
@@ -378,6 +398,7 @@ class CertificateAuthority:
             now=_now(),
             dns_names=dns_names,
             ip_addresses=addresses,
+            server=server,
         )
         # The index first: should the process die before the file is written, the index
         # still knows the certificate and can revoke it.

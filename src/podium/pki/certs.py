@@ -137,10 +137,15 @@ def build_certificate(
     now: datetime,
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[IPAddress] = (),
+    server: bool = False,
 ) -> x509.Certificate:
-    """A certificate for ``certname``, good for both ends of TLS, valid five years (or
-    until the CA expires), naming ``certname`` and the extra names as alternatives.
-    """
+    """A certificate for ``certname``, valid five years (or until the CA expires), naming
+    ``certname`` and the extra names as alternatives. Only ``server`` certificates (the
+    server's and brokers', issued directly) may authenticate the server end of TLS: a
+    node's certificate cannot pose as the server to other nodes."""
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     alt_names: list[x509.GeneralName] = [x509.DNSName(certname)]
     alt_names += [x509.DNSName(name) for name in dns_names if name != certname]
     alt_names += [x509.IPAddress(address) for address in ip_addresses]
@@ -162,9 +167,7 @@ def build_certificate(
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
+            x509.ExtendedKeyUsage(usages),
             critical=False,
         )
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
