@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,28 @@ async def test_a_task_started_just_before_the_agent_died_is_still_reported(broke
         final = await controller.next(msg.NonBlockingResponse)
     assert final.transaction_id == "tx7"
     assert final.results == {"_output": "survived\n"}
+
+
+async def test_a_task_cut_short_by_a_reboot_is_reported_as_lost(broker, tmp_path):
+    from datetime import UTC, datetime
+
+    from podium.agent.spool import Spool
+
+    broker, ids = broker
+    controller = Controller(broker)
+    vardir = tmp_path / "agent"
+    spool = Spool(vardir / "spool")
+    spool.create(
+        "tx8",
+        module="task",
+        action="run",
+        params={},
+        requester=controller.session.uri,
+        now=datetime.now(UTC),
+    )
+    # The wrapper wrote its pid in an earlier boot: that pid may be anything now.
+    (spool.path("tx8") / "pid").write_text(f"{os.getpid()} an-earlier-boot\n")
+    async with RunningAgent(broker, ids, vardir):
+        final = await controller.next(msg.NonBlockingResponse)
+    assert final.results["_error"]["kind"] == "podium.agent/lost"
+    assert "restarted while the task ran" in final.results["_error"]["msg"]

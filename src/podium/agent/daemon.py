@@ -24,7 +24,14 @@ from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.agent.facts import gather
 from podium.agent.spool import Spool, TransactionRecord
-from podium.agent.taskrun import FileCache, fit_result, recorded_pid, start_task, wait_task
+from podium.agent.taskrun import (
+    FileCache,
+    fit_result,
+    read_outcome,
+    recorded_pid,
+    start_task,
+    wait_task,
+)
 from podium.errors import PodiumError, ProtocolError
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
@@ -280,24 +287,32 @@ class Agent:
         return await wait_task(txdir, pid)
 
     def _recover(self) -> None:
-        """After a restart: follow tasks that kept running, close those never started."""
+        """After a restart: follow tasks that kept running, close the others."""
         for record in self.spool.running():
-            pid = record.pid or recorded_pid(self.spool.path(record.transaction_id))
-            if pid is None:
-                self.spool.finish(
-                    record.transaction_id,
-                    status="failure",
-                    results=_error(
-                        "podium.agent/interrupted",
-                        "the agent stopped before the task started; it was not run",
-                    ),
-                    now=_now(),
+            txid = record.transaction_id
+            txdir = self.spool.path(txid)
+            pid = recorded_pid(txdir)
+            if pid is not None or (txdir / "exitcode").exists():
+                self._spawn(self._follow(txid, pid))
+                continue
+            if (txdir / "pid").exists():  # started before the node rebooted
+                kind, text = (
+                    "podium.agent/lost",
+                    ("the node restarted while the task ran; its outcome is unknown"),
                 )
             else:
-                self._spawn(self._follow(record.transaction_id, pid))
+                kind, text = (
+                    "podium.agent/interrupted",
+                    ("the agent stopped before the task started; it was not run"),
+                )
+            self.spool.finish(txid, status="failure", results=_error(kind, text), now=_now())
 
-    async def _follow(self, txid: str, pid: int) -> None:
-        ok, results = await wait_task(self.spool.path(txid), pid)
+    async def _follow(self, txid: str, pid: int | None) -> None:
+        txdir = self.spool.path(txid)
+        if pid is None:  # it ended before the restart
+            ok, results = await asyncio.to_thread(read_outcome, txdir)
+        else:
+            ok, results = await wait_task(txdir, pid)
         await self._finish(txid, ok, results)
 
     async def _fetch(self, path_and_query: str) -> bytes:

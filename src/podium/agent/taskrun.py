@@ -60,7 +60,7 @@ _INTERPRETERS: Final[dict[str, tuple[str, ...]]] = {
 # first, so an agent killed before it could note the pid still finds the task after a
 # restart; the exit code ends with a newline, so a reader can tell it is complete.
 _WRAPPER: Final = (
-    'd=$1; shift; echo $$ >"$d/pid"; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
+    'd=$1; echo "$$ $2" >"$d/pid"; shift 2; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
     'printf "%s\\n" "$?" >"$d/exitcode"'
 )
 _LOST: Final = "the agent lost track of the task: no exit code was recorded"
@@ -94,10 +94,22 @@ def task_result(stdout: bytes, stderr: bytes, exitcode: int) -> tuple[bool, dict
     return succeeded, result
 
 
-def recorded_pid(txdir: Path) -> int | None:
-    """The wrapper's pid as it wrote it, if it got that far."""
+def _read_boot_id() -> str:
+    """This boot's id: a pid recorded before a reboot names another process now."""
     try:
-        return int((txdir / "pid").read_text(encoding="ascii").strip())
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:  # not Linux: pids are trusted as they are
+        return "-"
+
+
+BOOT_ID: Final = _read_boot_id()
+
+
+def recorded_pid(txdir: Path) -> int | None:
+    """The wrapper's pid as it wrote it, if it got that far in this boot of the node."""
+    try:
+        pid, boot = (txdir / "pid").read_text(encoding="ascii").split()
+        return int(pid) if boot == BOOT_ID else None
     except (OSError, ValueError):
         return None
 
@@ -365,7 +377,7 @@ def _spawn(
     argv = _command(executable.absolute())
     try:
         return subprocess.Popen(
-            ["/bin/sh", "-c", _WRAPPER, "podium-task", str(txdir), *argv],
+            ["/bin/sh", "-c", _WRAPPER, "podium-task", str(txdir), BOOT_ID, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
