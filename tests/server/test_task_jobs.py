@@ -282,3 +282,26 @@ async def test_task_input_too_big_for_a_message_is_refused_before_any_job(api, r
     assert response.status_code == 400
     assert "over the 1048576-byte message limit" in response.json()["msg"]
     assert (await api.get("/jobs")).json()["pagination"]["total"] == 0
+
+
+async def test_a_result_arriving_after_the_grace_period_corrects_node_and_job(api, runtime):
+    runtime.jobs.reconnect_grace = 0.05
+    agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
+    response = await api.post("/command/task", json=task_body(["web-01"]))
+    job_id = int(response.json()["job"]["name"])
+    await asyncio.sleep(0.05)
+    agent.disconnect()
+    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "failed"
+
+    agent.connect()
+    (request, *_) = agent.requests
+    agent.finish(request.transaction_id, {"_output": "ran after all\n"}, runtime.link.uri)
+    await asyncio.sleep(0.05)
+    await runtime.jobs.flush()
+    node = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"][0]
+    assert node["state"] == "finished"
+    assert node["result"] == {"_output": "ran after all\n"}
+    assert "arrived after the node was given up on" in node["details"]["message"]
+    assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "finished"
+    assert agent.acks == [request.transaction_id]

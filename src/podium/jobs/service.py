@@ -34,6 +34,7 @@ from podium.tasks.params import validate_params
 log = logging.getLogger(__name__)
 
 _ENVELOPE_ROOM = 1024  # bytes an envelope adds around a request's params
+_GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
 
 TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
 HIDDEN_INPUT = "_input"  # job option holding the unredacted task input
@@ -104,9 +105,12 @@ class _Batch:
     job_states: list[tuple[int, str, datetime]] = field(default_factory=list)
     facts: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
     acks: list[tuple[str, str]] = field(default_factory=list)  # (agent uri, transaction id)
+    rejudge: set[int] = field(default_factory=set)  # finished jobs whose nodes changed
 
     def __bool__(self) -> bool:
-        return bool(self.updates or self.events or self.job_states or self.facts or self.acks)
+        return bool(
+            self.updates or self.events or self.job_states or self.facts or self.acks
+        ) or bool(self.rejudge)
 
 
 class JobService:
@@ -136,6 +140,7 @@ class JobService:
         self._by_node: dict[str, set[str]] = defaultdict(set)
         self._jobs: dict[int, _ActiveJob] = {}
         self._sent: dict[str, str] = {}  # message id → transaction id, for broker errors
+        self._given_up: dict[str, _Pending] = {}  # failed by the grace period, oldest first
         self._batch = _Batch()
         self._flusher: asyncio.Task[None] | None = None
         self._finished: dict[int, asyncio.Event] = {}
@@ -345,6 +350,8 @@ class JobService:
                 if pending is not None:
                     results = _storable(message.results)
                     self._settle(pending, states.state_for_results(results), results, None)
+                else:
+                    self._late_result(sender, txid, _storable(message.results))
                 # Acknowledge even a duplicate, once what we hold is stored.
                 self._batch.acks.append((env.sender, txid))
                 self._flush_soon()
@@ -385,7 +392,26 @@ class JobService:
                 f"node {pending.certname} disconnected from the broker and did not come back "
                 f"within {self.reconnect_grace:.0f} s",
             )
+            self._given_up[pending.transaction_id] = pending
+            while len(self._given_up) > _GIVEN_UP_KEPT:
+                self._given_up.pop(next(iter(self._given_up)))
             self._flush_soon()
+
+    def _late_result(self, sender: str, txid: str, results: dict[str, Any]) -> None:
+        """The result of a node given up on after the grace period: it ran after all,
+        so its row (and its job's state) shows what really happened."""
+        pending = self._given_up.get(txid)
+        if pending is None or pending.certname != sender:
+            return
+        del self._given_up[txid]
+        state = states.state_for_results(results)
+        self._record(pending, state, results, "the result arrived after the node was given up on")
+        job = self._jobs.get(pending.job_id)
+        if job is not None:  # still running: count the node as it ended
+            job.node_states.remove("failed")
+            job.node_states.append(state)
+        else:
+            self._batch.rejudge.add(pending.job_id)
 
     def _record(
         self, pending: _Pending, state: str, results: dict[str, Any] | None, message: str | None
@@ -485,6 +511,7 @@ class JobService:
         self._batch.events[:0] = batch.events
         self._batch.job_states[:0] = batch.job_states
         self._batch.acks[:0] = batch.acks
+        self._batch.rejudge |= batch.rejudge
         for certname, value in batch.facts.items():
             self._batch.facts.setdefault(certname, value)
 
@@ -497,6 +524,12 @@ class JobService:
             self.store.add_events(batch.events)
         for job_id, state, at in batch.job_states:
             self.store.set_job_state(job_id, state, at)
+        for job_id in batch.rejudge:
+            job = self.store.get_job(job_id)
+            counted = [s for s, n in job.node_states.items() for _ in range(n)]
+            outcome = states.job_outcome(counted)
+            if job.state in states.TERMINAL_JOB_STATES and outcome != job.state:
+                self.store.set_job_state(job_id, outcome, job.finished_at or _now())
 
     # -- recovery ---------------------------------------------------------------------
 
