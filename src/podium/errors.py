@@ -10,6 +10,7 @@ the API's error shape: ``kind``, ``msg`` and ``details``.
     ├── Conflict                         the request clashes with current state: 409
     ├── NotPermitted                     the caller may not do this: 403
     ├── Unauthenticated                  no valid token was given: 401
+    ├── Unavailable                      a part the request needs is down: 503
     ├── ConfigError                      a setting is missing or wrong
     ├── PKIError                         certificate authority and TLS material
     └── StoreError                       the database could not do what was asked
@@ -75,6 +76,11 @@ class NotPermitted(PodiumError):
 class Unauthenticated(PodiumError):
     kind = "puppetlabs.rbac/user-unauthenticated"
     status = 401
+
+
+class Unavailable(PodiumError):
+    kind = "podium/unavailable"
+    status = 503
 
 
 class ConfigError(PodiumError):

@@ -62,6 +62,10 @@ async def test_a_task_job_runs_through_a_standalone_broker(settings, tmp_path):
             async with asyncio.timeout(5):
                 while runtime.link.connected:
                     await asyncio.sleep(0.01)
+            # Without a broker, a job is refused with the real reason, not failed nodes.
+            refused = await api.post("/command/task", json=body)
+            assert refused.status_code == 503
+            assert "no connection to a broker" in refused.json()["msg"]
     finally:
         await runtime.stop()
         await broker.stop()

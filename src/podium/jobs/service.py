@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from podium.errors import PodiumError, StoreError, ValidationError
+from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
 from podium.jobs import states
 from podium.jobs.link import ControllerLink
 from podium.protocol import envelope as pcp
@@ -201,6 +201,11 @@ class JobService:
         noop: bool = False,
     ) -> int:
         """Start a task job on ``nodes``; returns the job id."""
+        if not self.link.ready.is_set():
+            raise Unavailable(
+                "the server has no connection to a broker right now, so no node can be "
+                "reached; check the broker and the server's log, then try again"
+            )
         found = await asyncio.to_thread(self.codedir.task, environment, task)
         checked = validate_params(found, params)
         if noop and not found.supports_noop:
