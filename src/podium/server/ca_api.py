@@ -24,10 +24,16 @@ def _ca(request: Request) -> CertificateAuthority:
 
 @router.put("/certificate_request/{certname}")
 async def submit_request(certname: str, request: Request) -> PlainTextResponse:
-    body = await request.body()
-    if len(body) > _MAX_CSR_BYTES:
-        return PlainTextResponse("certificate request too large\n", status_code=413)
-    state = await asyncio.to_thread(_ca(request).submit_csr, validate_certname(certname), body)
+    body = bytearray()
+    async for chunk in request.stream():  # never more than the cap in memory
+        body += chunk
+        if len(body) > _MAX_CSR_BYTES:
+            return PlainTextResponse(
+                f"a certificate request is at most {_MAX_CSR_BYTES} bytes\n", status_code=413
+            )
+    state = await asyncio.to_thread(
+        _ca(request).submit_csr, validate_certname(certname), bytes(body)
+    )
     return PlainTextResponse(f"{state}\n")
 
 
