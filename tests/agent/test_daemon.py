@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from identities import Identities
 from podium.agent.config import AgentConfig
 from podium.agent.daemon import Agent
+from podium.agent.spool import Spool
 from podium.agent.taskrun import FileCache
 from podium.broker.routing import Router
 from podium.broker.server import Broker, LocalSession
@@ -102,6 +104,20 @@ class RunningAgent:
         self.agent.stop()
         assert self.task is not None
         await asyncio.wait_for(self.task, 10)
+
+
+def accepted(vardir: Path, txid: str, controller: Controller) -> Spool:
+    """A spool in which ``txid`` was accepted by an agent that then died."""
+    spool = Spool(vardir / "spool")
+    spool.create(
+        txid,
+        module="task",
+        action="run",
+        params={},
+        requester=controller.session.uri,
+        now=datetime.now(UTC),
+    )
+    return spool
 
 
 async def connected(broker: Broker) -> None:
@@ -202,23 +218,12 @@ async def test_a_task_file_that_does_not_match_its_hash_is_not_run(broker, tmp_p
 
 async def test_a_task_started_just_before_the_agent_died_is_still_reported(broker, tmp_path):
     """The agent died after starting the wrapper but before noting its pid."""
-    from datetime import UTC, datetime
-
-    from podium.agent.spool import Spool
     from podium.agent.taskrun import start_task
 
     broker, ids = broker
     controller = Controller(broker)
     vardir = tmp_path / "agent"
-    spool = Spool(vardir / "spool")
-    spool.create(
-        "tx7",
-        module="task",
-        action="run",
-        params={},
-        requester=controller.session.uri,
-        now=datetime.now(UTC),
-    )
+    spool = accepted(vardir, "tx7", controller)
     script = tmp_path / "slow.sh"
     script.write_text("sleep 0.3; echo survived\n")
     await start_task(
@@ -232,22 +237,10 @@ async def test_a_task_started_just_before_the_agent_died_is_still_reported(broke
 
 
 async def test_a_task_cut_short_by_a_reboot_is_reported_as_lost(broker, tmp_path):
-    from datetime import UTC, datetime
-
-    from podium.agent.spool import Spool
-
     broker, ids = broker
     controller = Controller(broker)
     vardir = tmp_path / "agent"
-    spool = Spool(vardir / "spool")
-    spool.create(
-        "tx8",
-        module="task",
-        action="run",
-        params={},
-        requester=controller.session.uri,
-        now=datetime.now(UTC),
-    )
+    spool = accepted(vardir, "tx8", controller)
     # The wrapper wrote its pid in an earlier boot: that pid may be anything now.
     (spool.path("tx8") / "pid").write_text(f"{os.getpid()} an-earlier-boot\n")
     async with RunningAgent(broker, ids, vardir):

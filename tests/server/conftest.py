@@ -30,12 +30,16 @@ async def runtime(settings: ServerSettings) -> AsyncIterator[Runtime]:
     await runtime.stop()
 
 
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(
-        transport=transport,
+def api_client(runtime: Runtime) -> httpx.AsyncClient:
+    """An in-process client of ``runtime``'s orchestrator API, with its token."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)),
         base_url="https://podium.test/orchestrator/v1",
         headers={"X-Authentication": runtime.admin_token},
-    ) as client:
+    )
+
+
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(runtime) as client:
         yield client

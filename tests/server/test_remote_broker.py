@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import httpx
-
 from podium.broker.routing import Router
 from podium.broker.server import Broker
 from podium.pki.tls import server_context
-from podium.server.app import create_app
 from podium.server.runtime import Runtime, open_ca
 
+from .conftest import api_client
 from .fleet import FakeAgent
 
 
@@ -41,12 +39,7 @@ async def test_a_task_job_runs_through_a_standalone_broker(settings, tmp_path):
         async with asyncio.timeout(5):
             while len(runtime.link.connected) < 2:
                 await asyncio.sleep(0.01)
-        transport = httpx.ASGITransport(app=create_app(runtime))
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="https://podium.test/orchestrator/v1",
-            headers={"X-Authentication": runtime.admin_token},
-        ) as api:
+        async with api_client(runtime) as api:
             body = {
                 "task": "podium::echo",
                 "params": {"message": "via broker"},

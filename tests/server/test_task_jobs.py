@@ -10,6 +10,7 @@ import httpx
 
 from podium.server.runtime import Runtime
 
+from .conftest import api_client
 from .fleet import FakeAgent
 
 
@@ -218,8 +219,6 @@ async def test_sensitive_parameters_reach_the_node_but_the_job_shows_them_masked
 ):
     import dataclasses
 
-    from podium.server.app import create_app
-
     tasks = tmp_path / "code" / "environments" / "production" / "modules" / "vault" / "tasks"
     tasks.mkdir(parents=True)
     (tasks / "init.json").write_text(
@@ -231,12 +230,7 @@ async def test_sensitive_parameters_reach_the_node_but_the_job_shows_them_masked
     await runtime.start()
     try:
         agent = FakeAgent(runtime.broker, "web-01")
-        transport = httpx.ASGITransport(app=create_app(runtime))
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="https://podium.test/orchestrator/v1",
-            headers={"X-Authentication": runtime.admin_token},
-        ) as client:
+        async with api_client(runtime) as client:
             body = {
                 "task": "vault",
                 "params": {"user": "ops", "password": "hunter2"},
