@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from podium.errors import PKIError
+from podium.errors import PodiumError
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
@@ -73,7 +73,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise PKIError(f"cannot lock {path}: {exc.strerror}") from exc
+        raise PodiumError(f"cannot lock {path}: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import asc, bindparam, desc, func, insert, select, update
@@ -17,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from podium.errors import NotFound, StoreError, ValidationError
+from podium.files import exclusive_lock
 from podium.store import queries, schema
 from podium.store.engine import (
     WRITE,
@@ -82,6 +84,15 @@ class Store:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to what this code expects; a no-op when it is."""
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            # Processes and threads migrating one file take turns (PostgreSQL has an
+            # advisory lock for this): SQLite refuses a second schema writer outright.
+            with exclusive_lock(Path(f"{self.url.database}.migrate-lock")):
+                self._migrate()
+        else:
+            self._migrate()
+
+    def _migrate(self) -> None:
         with translated_errors(self.url), self._engine.connect() as connection:
             sqlite = self.dialect == "sqlite"
             raw = connection.connection.driver_connection
