@@ -65,6 +65,8 @@ async def test_events_tell_the_story_of_the_job_in_order(api, runtime):
     types = [e["type"] for e in page["items"]]
     assert types == ["node_running", "node_finished", "job_finished"]
     assert page["items"][0]["details"]["node"] == "web-01"
+    # A final event carries the node's result, so a watcher needs no other call.
+    assert page["items"][1]["details"]["result"] == {"_output": "hi\n"}
     nxt = page["next-events"]["event"]
     later = (await api.get(f"/jobs/{job['name']}/events", params={"start": nxt})).json()
     assert later["items"] == []

@@ -114,39 +114,45 @@ def print_node(node: dict[str, Any], out: TextIO) -> None:
         out.write(line + "\n")
 
 
+_FINAL_EVENTS = {
+    "node_finished": "finished",
+    "node_failed": "failed",
+    "node_errored": "errored",
+    "node_skipped": "skipped",
+}
+
+
 def watch(client: ApiClient, job_id: str, *, out: TextIO, poll: float = 0.1) -> int:
-    """Print a line per node as it starts and finishes; the summary; Choria's exit code."""
+    """Print a line per node as it starts and finishes; the summary; Choria's exit code.
+
+    Everything comes from the job's event feed (final events carry the node's result),
+    so following a job costs the same per node whatever its size."""
     start = 0
     begun = time.monotonic()
+    nodes: dict[str, dict[str, Any]] = {}
     while True:
         page = client.call("GET", f"/jobs/{job_id}/events", params={"start": start})
-        finished = [
-            e["details"]["node"]
-            for e in page["items"]
-            if e["type"] in ("node_finished", "node_failed", "node_errored", "node_skipped")
-        ]
         for event in page["items"]:
+            details = event["details"]
             if event["type"] == "node_running":
-                out.write(f"Started on {event['details']['node']} ...\n")
-        if finished:
-            _print_results(client, job_id, finished, out)
+                out.write(f"Started on {details['node']} ...\n")
+            elif event["type"] in _FINAL_EVENTS:
+                node = {
+                    "name": details["node"],
+                    "state": _FINAL_EVENTS[event["type"]],
+                    "result": details.get("result"),
+                    "details": {"message": details["message"]} if "message" in details else {},
+                }
+                nodes[node["name"]] = node
+                print_node(node, out)
+        out.flush()
         start = int(page["next-events"]["event"])
         if page["job_state"] in TERMINAL and not page["items"]:
             break
         if not page["items"]:
             time.sleep(poll)
     job = client.call("GET", f"/jobs/{job_id}")
-    nodes = client.call("GET", f"/jobs/{job_id}/nodes")["items"]
-    return summarize(job, nodes, out, wall=time.monotonic() - begun)
-
-
-def _print_results(client: ApiClient, job_id: str, names: list[str], out: TextIO) -> None:
-    wanted = set(names)
-    nodes = client.call("GET", f"/jobs/{job_id}/nodes")["items"]
-    for node in nodes:
-        if node["name"] in wanted:
-            print_node(node, out)
-    out.flush()
+    return summarize(job, list(nodes.values()), out, wall=time.monotonic() - begun)
 
 
 def summarize(

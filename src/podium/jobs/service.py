@@ -431,6 +431,8 @@ class JobService:
         }
         if message:
             detail["message"] = message
+        if results is not None and state in states.TERMINAL_NODE_STATES:
+            detail["result"] = results  # as PE's events do: a watcher needs nothing else
         self._batch.events.append(
             NewEvent(
                 pending.job_id,
