@@ -301,3 +301,38 @@ async def test_a_result_arriving_after_the_grace_period_corrects_node_and_job(ap
     assert "arrived after the node was given up on" in node["details"]["message"]
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "finished"
     assert agent.acks == [request.transaction_id]
+
+
+async def test_the_server_deletes_jobs_older_than_the_retention_period(settings):
+    import dataclasses
+    from datetime import timedelta
+
+    from podium.errors import NotFound
+    from podium.store import Store
+
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    with Store(settings.db_url) as store:
+        store.migrate()
+        old = store.create_job(
+            type="task", owner="admin", environment="production", description="",
+            options={}, nodes=[("web-01", "tx-old")], at=long_ago,
+        )  # fmt: skip
+        store.set_job_state(old, "finished", long_ago)
+        kept = store.create_job(
+            type="task", owner="admin", environment="production", description="",
+            options={}, nodes=[("web-01", "tx-kept")], at=datetime.now(UTC),
+        )  # fmt: skip
+        store.set_job_state(kept, "finished", datetime.now(UTC))
+    runtime = Runtime(dataclasses.replace(settings, job_retention_days=2))
+    await runtime.start()
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    await asyncio.to_thread(runtime.store.get_job, old)
+                except NotFound:
+                    break
+                await asyncio.sleep(0.02)
+        assert (await asyncio.to_thread(runtime.store.get_job, kept)).id == kept
+    finally:
+        await runtime.stop()

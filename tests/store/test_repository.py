@@ -528,3 +528,25 @@ def test_known_certnames_are_the_subset_the_inventory_holds(store: Store) -> Non
     assert store.known_certnames(asked) == set(names[::2])
     assert store.known_certnames([]) == set()
     assert [n.certname for n in store.list_nodes()] == names[::2]
+
+
+# Retention
+
+
+def test_purge_deletes_jobs_that_ended_before_the_cutoff_with_their_nodes_and_events(
+    store: Store,
+) -> None:
+    old = create_job(store, ["a.example.com"], prefix="old", created=at(1))
+    store.apply_node_updates([NodeUpdate("old-a.example.com", "finished", at(2), result={})])
+    store.add_events([NewEvent(old, "job_finished", at(2))])
+    store.set_job_state(old, "finished", at(2))
+    recent = create_job(store, ["a.example.com"], prefix="new", created=at(1))
+    store.set_job_state(recent, "finished", at(20))
+    running = create_job(store, ["b.example.com"], prefix="run", created=at(1))
+
+    assert store.purge_jobs(finished_before=at(10)) == 1
+    with pytest.raises(NotFound):
+        store.get_job(old)
+    assert store.node_by_transaction("old-a.example.com") is None
+    assert [store.get_job(j).id for j in (recent, running)] == [recent, running]
+    assert store.purge_jobs(finished_before=at(10)) == 0

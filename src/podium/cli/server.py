@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="SQLAlchemy URL, e.g. postgresql://user@host/podium (default: SQLite in datadir)",
     )
     p.add_argument("--codedir", type=Path, help="directory holding environments/<env>/modules")
+    p.add_argument(
+        "--job-retention-days",
+        type=float,
+        help="delete finished jobs older than this many days (default 30; 0 keeps them all)",
+    )
     p.add_argument("--certname", help="the server's certname (default: this host's FQDN)")
     p.add_argument("--host", help="API listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="API port (default 8143)")
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         datadir=args.datadir,
         database_url=args.database_url,
         codedir=args.codedir,
+        job_retention_days=args.job_retention_days,
         certname=args.certname,
         host=args.host,
         port=args.port,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from podium.broker.routing import Router
 from podium.broker.server import Broker
+from podium.errors import PodiumError
 from podium.files import write_atomic
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
@@ -109,9 +112,27 @@ class Runtime:
         self.jobs = JobService(
             self.store, link, self.codedir, reconnect_grace=settings.reconnect_grace
         )
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def _purge_old_jobs(self, every: float = 3600.0) -> None:
+        """Keep the job history to the retention period, checking hourly."""
+        keep = timedelta(days=self.settings.job_retention_days)
+        while True:
+            try:
+                removed = await asyncio.to_thread(
+                    self.store.purge_jobs, finished_before=datetime.now(UTC) - keep
+                )
+            except PodiumError as exc:
+                log.warning("could not delete old jobs: %s", exc.msg)
+            else:
+                if removed:
+                    log.info("deleted %d jobs older than %g days", removed, keep.days)
+            await asyncio.sleep(every)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        if self.settings.job_retention_days > 0:
+            self._housekeeping = asyncio.create_task(self._purge_old_jobs())
         # The engine resumes its jobs before the broker lets any agent in.
         await self.jobs.start(inventory_timeout=0.5 if self.broker is not None else 5.0)
         if self.broker is not None:
@@ -119,6 +140,10 @@ class Runtime:
             log.info("broker listening on wss://%s:%d", self.settings.broker_host, self.broker.port)
 
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.jobs.stop()
         if self.broker is not None:
             await self.broker.stop()

@@ -32,6 +32,7 @@ class ServerSettings:
     autosign_tokens: tuple[str, ...] = ()
     # Timeouts
     reconnect_grace: float = 300.0
+    job_retention_days: float = 30.0  # finished jobs older than this are deleted; 0 keeps all
     # Limits
     max_connections: int = 20_000
 
@@ -73,6 +74,7 @@ class ServerSettings:
             ("port", int),
             ("broker_host", str),
             ("broker_port", int),
+            ("job_retention_days", float),
         ):
             raw = env(name.upper())
             if raw:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import asc, bindparam, desc, func, insert, select, update
+from sqlalchemy import asc, bindparam, delete, desc, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
@@ -389,6 +389,22 @@ class Store:
             self._require_job(connection, job_id)
             rows = connection.execute(query).all()
         return [queries.event_record(row) for row in rows]
+
+    def purge_jobs(self, *, finished_before: datetime) -> int:
+        """Delete jobs that ended before ``finished_before``, with their nodes and events;
+        returns how many. Unfinished jobs are never deleted."""
+        cutoff = _aware(finished_before, "finished_before")
+        old = select(jobs.c.id).where(
+            jobs.c.state.in_(TERMINAL_JOB_STATES), jobs.c.finished_at < cutoff
+        )
+        with self._write() as connection:
+            ids = list(connection.execute(old).scalars())
+            for start in range(0, len(ids), queries.CHUNK):
+                some = ids[start : start + queries.CHUNK]
+                connection.execute(delete(job_events).where(job_events.c.job_id.in_(some)))
+                connection.execute(delete(job_nodes).where(job_nodes.c.job_id.in_(some)))
+                connection.execute(delete(jobs).where(jobs.c.id.in_(some)))
+        return len(ids)
 
     def unfinished_jobs(self) -> list[JobRecord]:
         """Jobs not yet in a terminal state, oldest first: what to resume after a restart."""
