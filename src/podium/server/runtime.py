@@ -113,6 +113,7 @@ class Runtime:
             self.store, link, self.codedir, reconnect_grace=settings.reconnect_grace
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def _purge_old_jobs(self, every: float = 3600.0) -> None:
         """Keep the job history to the retention period, checking hourly."""
@@ -127,7 +128,9 @@ class Runtime:
             else:
                 if removed:
                     log.info("deleted %d jobs older than %g days", removed, keep.days)
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every)
+                return
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.migrate)
@@ -141,9 +144,10 @@ class Runtime:
 
     async def stop(self) -> None:
         if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+            # Not cancelled: a purge under way in its thread finishes before the store
+            # closes.
+            self._stopping.set()
+            await self._housekeeping
         await self.jobs.stop()
         if self.broker is not None:
             await self.broker.stop()
