@@ -14,8 +14,8 @@ import pytest
 from identities import Identities
 from podium.agent.config import AgentConfig
 from podium.agent.daemon import Agent
+from podium.agent.filecache import FileCache
 from podium.agent.spool import Spool
-from podium.agent.taskrun import FileCache
 from podium.broker.routing import Router
 from podium.broker.server import Broker, LocalSession
 from podium.pki.tls import client_context, server_context

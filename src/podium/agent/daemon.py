@@ -23,9 +23,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from podium.agent import http
 from podium.agent.config import AgentConfig
 from podium.agent.facts import gather
+from podium.agent.filecache import FileCache
 from podium.agent.spool import Spool, TransactionRecord
 from podium.agent.taskrun import (
-    FileCache,
     fit_result,
     read_outcome,
     recorded_pid,
