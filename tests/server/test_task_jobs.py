@@ -261,15 +261,6 @@ async def test_a_result_with_nul_characters_is_stored_on_every_database(api, run
     assert later["state"] == "finished"
 
 
-def test_a_result_nested_too_deep_to_store_becomes_an_error():
-    import orjson
-
-    from podium.jobs.service import _storable
-
-    deep = orjson.loads(b'{"a":' * 300 + b"1" + b"}" * 300)
-    assert "could not be stored" in _storable(deep)["_error"]["msg"]
-
-
 async def test_task_input_too_big_for_a_message_is_refused_before_any_job(api, runtime):
     FakeAgent(runtime.broker, "web-01")
     body = task_body(["web-01"])

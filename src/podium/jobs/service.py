@@ -23,12 +23,12 @@ import orjson
 from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
 from podium.jobs import states
 from podium.jobs.link import ControllerLink
+from podium.jobs.payloads import HIDDEN_INPUT, redacted, storable, task_request
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
 from podium.store import NewEvent, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
-from podium.tasks.metadata import Task
 from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
@@ -36,45 +36,9 @@ log = logging.getLogger(__name__)
 _ENVELOPE_ROOM = 1024  # bytes an envelope adds around a request's params
 _GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
 
-TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
-HIDDEN_INPUT = "_input"  # job option holding the unredacted task input
-REDACTED = "Sensitive [value redacted]"
-MODULE_FILE_PATH = "/puppet/v3/file_content/modules"
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
-    """``value`` as every database can store it: NUL characters (which PostgreSQL
-    refuses in text and JSON) become U+FFFD; what cannot be encoded becomes an error."""
-    try:
-        raw = orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:  # e.g. nested deeper than JSON columns take
-        return {"_error": {"kind": "podium/unstorable", "msg": f"could not be stored: {exc}"}}
-    if b"\\u0000" not in raw:
-        return value
-    cleaned: dict[str, Any] = _without_nul(value)
-    return cleaned
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
-
-
-def _redacted(task: Task, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters as the job shows them: sensitive values masked."""
-    return {
-        name: REDACTED if name in task.parameters and task.parameters[name].sensitive else value
-        for name, value in params.items()
-    }
 
 
 @dataclass(eq=False)
@@ -219,7 +183,7 @@ class JobService:
                 "the job targets no nodes; give at least one node name",
                 kind="puppetlabs.orchestrator/empty-target",
             )
-        request_params = self._task_params(found, checked, noop)
+        request_params = task_request(found, checked, noop)
         try:
             size = len(orjson.dumps(request_params)) + _ENVELOPE_ROOM
         except orjson.JSONEncodeError as exc:
@@ -234,7 +198,7 @@ class JobService:
         txids = {c: uuid.uuid4().hex for c in certnames}
         options = {
             "task": found.name,
-            "params": _redacted(found, checked),
+            "params": redacted(found, checked),
             "noop": noop,
             "environment": environment,
             "scope": {"nodes": certnames},
@@ -276,38 +240,6 @@ class JobService:
         self._flush_soon()
         return job_id
 
-    def _task_params(self, task: Task, params: dict[str, Any], noop: bool) -> dict[str, Any]:
-        env = {"environment": task.environment}
-        files = [
-            {
-                "filename": task.executable.filename,
-                "uri": {
-                    "path": f"{TASK_FILE_PATH}/{task.module}/{task.executable.filename}",
-                    "params": env,
-                },
-                "sha256": task.executable.sha256,
-                "size_bytes": task.executable.size_bytes,
-            }
-        ]
-        for extra in task.files:
-            files.append(
-                {
-                    "filename": extra.filename,
-                    "uri": {"path": f"{MODULE_FILE_PATH}/{extra.filename}", "params": env},
-                    "sha256": extra.sha256,
-                    "size_bytes": extra.size_bytes,
-                }
-            )
-        body: dict[str, Any] = {
-            "task": task.name,
-            "input": params,
-            "files": files,
-            "input_method": task.input_method,
-        }
-        if noop:
-            body["noop"] = True
-        return body
-
     def _track(self, job_id: int, certname: str, txid: str, params: dict[str, Any]) -> _Pending:
         request = msg.NonBlockingRequest(
             transaction_id=txid, module="task", action="run", params=params
@@ -335,7 +267,7 @@ class JobService:
             return
         sender = pcp.split_uri(env.sender)[0]
         if isinstance(message, msg.FactsUpdate):
-            self._batch.facts[sender] = (_storable(message.facts), _now())
+            self._batch.facts[sender] = (storable(message.facts), _now())
             self._flush_soon()
         elif isinstance(message, msg.Error):
             self._on_broker_error(message)
@@ -348,15 +280,15 @@ class JobService:
                 )
                 return
             if isinstance(message, msg.ProvisionalResponse):
-                if pending is not None and pending.state == "new":
+                if pending is not None and states.can_move(pending.state, "running"):
                     pending.state = "running"
                     self._record(pending, "running", None, None)
             elif isinstance(message, msg.NonBlockingResponse):
                 if pending is not None:
-                    results = _storable(message.results)
+                    results = storable(message.results)
                     self._settle(pending, states.state_for_results(results), results, None)
                 else:
-                    self._late_result(sender, txid, _storable(message.results))
+                    self._late_result(sender, txid, storable(message.results))
                 # Acknowledge even a duplicate, once what we hold is stored.
                 self._batch.acks.append((env.sender, txid))
                 self._flush_soon()
@@ -562,7 +494,7 @@ class JobService:
                 task = await asyncio.to_thread(
                     self.codedir.task, job.environment, job.options["task"]
                 )
-                params = self._task_params(
+                params = task_request(
                     task,
                     job.options.get(HIDDEN_INPUT, job.options.get("params", {})),
                     bool(job.options.get("noop")),

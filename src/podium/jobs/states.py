@@ -5,10 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from podium.store.records import TERMINAL_JOB_STATES, TERMINAL_NODE_STATES
+
+__all__ = [
+    "JOB_STATES",
+    "NODE_EVENTS",
+    "NODE_STATES",
+    "TERMINAL_JOB_STATES",
+    "TERMINAL_NODE_STATES",
+    "can_move",
+    "job_outcome",
+    "state_for_results",
+]
+
 JOB_STATES = ("new", "ready", "running", "stopping", "stopped", "finished", "failed")
 NODE_STATES = ("new", "running", "finished", "failed", "errored", "skipped")
-TERMINAL_NODE_STATES = frozenset({"finished", "failed", "errored", "skipped"})
-TERMINAL_JOB_STATES = frozenset({"stopped", "finished", "failed"})
 
 NODE_EVENTS = {
     "running": "node_running",
