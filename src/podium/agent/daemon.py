@@ -246,7 +246,7 @@ class Agent:
 
     async def _finish(self, txid: str, ok: bool, results: dict[str, Any]) -> None:
         # Room for the envelope around the results, so the message fits the broker's cap.
-        fitted = fit_result(results, self.config.max_message_bytes - 4096)
+        fitted = fit_result(results, self.config.max_message_bytes - pcp.ENVELOPE_ROOM)
         record = await asyncio.to_thread(
             self.spool.finish,
             txid,

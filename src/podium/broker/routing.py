@@ -81,12 +81,7 @@ class Router:
         """Register ``client``; returns the session it replaces (to be closed) and
         the inventory updates to send. Raises :class:`NotPermitted` when full, or when
         a client that is not a controller asks for another type than ``agent``."""
-        if not client.controller and client.client_type != AGENT_TYPE:
-            raise NotPermitted(
-                f"{client.certname} may only connect as {AGENT_TYPE}: "
-                f"only controllers choose other client types",
-                kind="podium.broker/client-type",
-            )
+        self.check_client_type(client.certname, client.client_type)
         replaced = self._clients.get(client.uri)
         if replaced is None and len(self._clients) >= self.max_clients:
             raise NotPermitted(
@@ -100,6 +95,16 @@ class Router:
         # Announced even when it replaces a session: what was sent to the old one may be
         # lost, and controllers re-send pending requests to a node that (re)connects.
         return replaced, self._announce(client.uri, "connected")
+
+    def check_client_type(self, certname: str, client_type: str) -> None:
+        """:class:`NotPermitted` unless ``certname`` may connect as ``client_type``:
+        only controllers choose another type than ``agent``."""
+        if client_type != AGENT_TYPE and certname not in self.controllers:
+            raise NotPermitted(
+                f"{certname} may only connect as {AGENT_TYPE}: "
+                "only controllers choose other client types",
+                kind="podium.broker/client-type",
+            )
 
     def remove(self, client: Client) -> list[Delivery]:
         """Forget a closed connection, unless a newer session has taken its place."""

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from podium.broker.admission import TokenBucket
-from podium.broker.routing import AGENT_TYPE, Client, Delivery, Router
+from podium.broker.routing import Client, Delivery, Router
 from podium.errors import NotPermitted, ProtocolError
 from podium.pki.revocation import CrlWatcher
 from podium.pki.tls import peer_identity
@@ -175,9 +175,10 @@ class Broker:
         certname, serial = peer_identity(ssl_object)
         if serial in self._revoked:
             return _reject(HTTPStatus.FORBIDDEN, "this certificate has been revoked\n")
-        client_type = request.path[len(PATH_PREFIX) :]
-        if client_type != AGENT_TYPE and certname not in self.router.controllers:
-            return _reject(HTTPStatus.FORBIDDEN, f"{certname} may only connect as {AGENT_TYPE}\n")
+        try:  # refused before the upgrade, so the client sees a 403, not a close
+            self.router.check_client_type(certname, request.path[len(PATH_PREFIX) :])
+        except NotPermitted as exc:
+            return _reject(HTTPStatus.FORBIDDEN, exc.msg + "\n")
         wait = self._bucket.take(time.monotonic())
         if wait > 0:
             response = _reject(HTTPStatus.SERVICE_UNAVAILABLE, "broker busy, retry later\n")

@@ -33,7 +33,6 @@ from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
 
-_ENVELOPE_ROOM = 1024  # bytes an envelope adds around a request's params
 _GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
 
 
@@ -185,7 +184,7 @@ class JobService:
             )
         request_params = task_request(found, checked, noop)
         try:
-            size = len(orjson.dumps(request_params)) + _ENVELOPE_ROOM
+            size = len(orjson.dumps(request_params)) + pcp.ENVELOPE_ROOM
         except orjson.JSONEncodeError as exc:
             raise ValidationError(f"the task's parameters cannot be sent: {exc}") from exc
         if size > self.max_message_bytes:

@@ -19,6 +19,8 @@ from podium.errors import ProtocolError
 
 BROKER_URI = "pcp:///server"
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+# Bytes to leave for the envelope around a message's data when sizing the data.
+ENVELOPE_ROOM = 4096
 
 _FIELDS = frozenset({"id", "message_type", "sender", "target", "in_reply_to", "data"})
 _REQUIRED = ("id", "message_type", "sender", "target")
