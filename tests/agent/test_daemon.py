@@ -22,6 +22,7 @@ from podium.pki.tls import client_context, server_context
 from podium.protocol import messages as msg
 from podium.protocol.envelope import Envelope
 from podium.tasks import CodeDir, builtin_codedir
+from podium.tasks.codedir import BUILTIN_MODULES
 
 SERVER = "podium-server"
 
@@ -92,9 +93,7 @@ class RunningAgent:
 
     async def _fetch(self, path: str) -> bytes:
         name = path.rsplit("/", 1)[-1]
-        return (
-            builtin_codedir() / "environments/production/modules/podium/tasks" / name
-        ).read_bytes()
+        return (BUILTIN_MODULES / "podium/tasks" / name).read_bytes()
 
     async def __aenter__(self) -> Agent:
         self.task = asyncio.create_task(self.agent.run())

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from podium.errors import ConfigError, NotFound, ValidationError
 from podium.tasks import UNKNOWN_ENVIRONMENT, UNKNOWN_TASK, CodeDir, builtin_codedir
+from podium.tasks.codedir import BUILTIN_MODULES
 from podium.tasks import codedir as codedir_module
 
 Tree = Mapping[str, "str | bytes"]
@@ -38,8 +39,9 @@ def test_builtin_code_has_the_echo_and_command_tasks() -> None:
 
 
 def test_builtin_scripts_are_plain_posix_sh() -> None:
-    tasks = builtin_codedir() / ENV / "modules/podium/tasks"
-    for script in tasks.glob("*.sh"):
+    scripts = list(BUILTIN_MODULES.glob("*/tasks/*.sh"))
+    assert scripts
+    for script in scripts:
         text = script.read_text()
         assert text.startswith("#!/bin/sh\n")
         for bashism in ("[[", "function ", "$'", "echo -e", "source ", "local "):
@@ -53,6 +55,7 @@ def test_default_modulepath_is_the_environment_then_the_base(
     assert CodeDir(root).modulepath("production") == [
         root / ENV / "modules",
         root / "modules",
+        BUILTIN_MODULES,
     ]
 
 
@@ -71,9 +74,15 @@ def test_environment_conf_sets_the_modulepath(make_tree: Callable[[Tree], Path])
         root / ENV / "site",
         root / ENV / "modules",
         root / "modules",
+        BUILTIN_MODULES,
     ]
     # The first folder holding "app" wins: app::other from modules/ is hidden.
-    assert [t.name for t in code.list_tasks("production")] == ["app::deploy", "base"]
+    assert [t.name for t in code.list_tasks("production")] == [
+        "app::deploy",
+        "base",
+        "podium::command",
+        "podium::echo",
+    ]
 
 
 def test_environment_modules_shadow_base_modules(make_tree: Callable[[Tree], Path]) -> None:
@@ -123,7 +132,7 @@ def test_unknown_module_says_which_modules_exist(make_tree: Callable[[Tree], Pat
         CodeDir(root).task("production", "nginx::reload")
     assert info.value.kind == UNKNOWN_TASK
     assert "no module 'nginx'" in info.value.msg
-    assert "modules: svc" in info.value.msg
+    assert "modules: podium, svc" in info.value.msg
 
 
 def test_module_name_alone_means_its_init_task(make_tree: Callable[[Tree], Path]) -> None:
@@ -194,7 +203,7 @@ def test_tasks_without_metadata_are_listed(make_tree: Callable[[Tree], Path]) ->
     task = CodeDir(root).task("production", "ops::uptime")
     assert task.parameters == {}
     assert not task.declares_parameters
-    assert [t.name for t in CodeDir(root).list_tasks("production")] == ["ops::uptime"]
+    assert [t.name for t in CodeDir(root, builtin=None).list_tasks("production")] == ["ops::uptime"]
 
 
 def test_a_broken_task_is_left_out_of_the_list_but_explained_on_lookup(
@@ -208,7 +217,7 @@ def test_a_broken_task_is_left_out_of_the_list_but_explained_on_lookup(
             f"{ENV}/modules/ops/tasks/nothing.json": "{}",
         }
     )
-    code = CodeDir(root)
+    code = CodeDir(root, builtin=None)
     assert [t.name for t in code.list_tasks("production")] == ["ops::good"]
     assert "ops::bad" in caplog.text
     with pytest.raises(ValidationError, match="'supports_noop'"):
@@ -380,7 +389,7 @@ def test_hashes_are_cached_until_the_file_changes(
         return real_digest(*args, **kwargs)
 
     monkeypatch.setattr(codedir_module.hashlib, "file_digest", counting)
-    code = CodeDir(root)
+    code = CodeDir(root, builtin=None)
     first = code.task("production", "ops::run")
     for _ in range(5):
         code.list_tasks("production")

@@ -112,6 +112,9 @@ class ResultAck(Message):
 class FactsUpdate(Message):
     message_type = "facts_update"
     facts: dict[str, Any]
+    # What the agent can run (shell, powershell, python, puppet-agent): the server
+    # picks a task's implementation by it.
+    features: list[str] | None = None
 
 
 Request = NonBlockingRequest | BlockingRequest
@@ -143,6 +146,7 @@ _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "bool": (bool, "true or false"),
     "dict[str, Any]": (dict, "an object"),
     "list[str]": (list, "a list of strings"),
+    "list[str] | None": ((list, type(None)), "a list of strings or null"),
     "list[dict[str, str]]": (list, "a list of objects"),
     "str | None": ((str, type(None)), "a string or null"),
 }
@@ -156,7 +160,11 @@ def _check_field(message_type: str, name: str, annotation: str, value: Any) -> N
             f"{message_type}: field {name!r} must be {words}",
             details={"message_type": message_type, "field": name},
         )
-    if annotation == "list[str]" and not all(isinstance(v, str) for v in items):
+    if (
+        annotation.startswith("list[str]")
+        and value is not None
+        and not all(isinstance(v, str) for v in items)
+    ):
         raise ProtocolError(f"{message_type}: field {name!r} must be {words}")
     if annotation == "list[dict[str, str]]" and not all(isinstance(v, dict) for v in items):
         raise ProtocolError(f"{message_type}: field {name!r} must be {words}")

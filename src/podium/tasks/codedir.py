@@ -44,13 +44,16 @@ UNKNOWN_TASK: Final = "puppetlabs.orchestrator/unknown-task"
 _ENVIRONMENT: Final = re.compile(r"\A[a-z0-9_]+\Z")
 _MAX_PATH: Final = 4096
 _CHUNK: Final = 1024 * 1024
+# Modules shipped with Podium, on every environment's modulepath after the user's own.
+BUILTIN_MODULES: Final = Path(__file__).resolve().parent.parent / "data" / "modules"
 
 
 class CodeDir:
     """Read-only view of a code directory; cheap to call per request."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, builtin: Path | None = BUILTIN_MODULES) -> None:
         self.root = Path(root)
+        self.builtin = builtin
         self._hashes = _HashCache()
 
     @property
@@ -70,8 +73,9 @@ class CodeDir:
         envdir = self._envdir(env)
         conf = envdir / "environment.conf"
         setting = _read_modulepath(conf)
+        builtin = [self.builtin] if self.builtin is not None else []
         if setting is None:
-            return [envdir / "modules", self.basemodulepath]
+            return [envdir / "modules", self.basemodulepath, *builtin]
         paths = []
         for entry in (e.strip() for e in setting.split(":")):
             if not entry:
@@ -86,7 +90,7 @@ class CodeDir:
                 )
             else:
                 paths.append(envdir / entry)  # an absolute entry replaces envdir
-        return paths
+        return [*paths, *builtin]
 
     def modules(self, env: str) -> dict[str, Path]:
         """Module name → folder; the first folder on the modulepath wins."""
