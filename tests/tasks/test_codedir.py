@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from podium.errors import ConfigError, NotFound, ValidationError
 from podium.tasks import UNKNOWN_ENVIRONMENT, UNKNOWN_TASK, CodeDir, builtin_codedir
-from podium.tasks.codedir import BUILTIN_MODULES
 from podium.tasks import codedir as codedir_module
+from podium.tasks.codedir import BUILTIN_MODULES
 
 Tree = Mapping[str, "str | bytes"]
 ENV = "environments/production"
