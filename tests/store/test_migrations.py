@@ -37,7 +37,7 @@ def test_migrating_creates_the_tables_and_records_the_head_revision(db_url: str)
     assert table_names(db_url) == {"alembic_version", "nodes", "jobs", "job_nodes", "job_events"}
     engine = engine_for(db_url)
     with engine.connect() as connection:
-        assert schema.current(connection) == schema.head() == "0001"
+        assert schema.current(connection) == schema.head() == "0002"
     engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podium.errors import ConfigError, NotFound, ValidationError
-from podium.tasks import UNKNOWN_ENVIRONMENT, UNKNOWN_TASK, CodeDir, builtin_codedir
+from podium.tasks import (
+    UNKNOWN_ENVIRONMENT,
+    UNKNOWN_TASK,
+    CodeDir,
+    builtin_codedir,
+    validate_params,
+)
 from podium.tasks import codedir as codedir_module
 from podium.tasks.codedir import BUILTIN_MODULES
 
@@ -402,3 +409,142 @@ def test_hashes_are_cached_until_the_file_changes(
     assert len(calls) == 2
     assert changed.executable.sha256 != first.executable.sha256
     assert changed.executable.sha256 == hashlib.sha256(script.read_bytes()).hexdigest()
+
+
+# -- built-in modules, modulepath, type aliases, implementations ------------------------
+
+
+def test_builtin_modules_are_in_every_environment_even_an_empty_one(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree({f"{ENV}/environment.conf": "", "environments/staging/modules/.keep": ""})
+    code = CodeDir(root)
+    for env in ("production", "staging"):
+        names = [t.name for t in code.list_tasks(env)]
+        assert {"podium::echo", "podium::command", "package", "service"} <= set(names)
+        assert code.modulepath(env)[-1] == BUILTIN_MODULES
+
+
+def test_a_users_module_of_a_builtin_name_wins(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/package/tasks/init.json": '{"description": "our own"}',
+            f"{ENV}/modules/package/tasks/init.sh": SH,
+        }
+    )
+    task = CodeDir(root).task("production", "package")
+    assert task.description == "our own"
+    assert task.source == root / ENV / "modules/package/tasks/init.json"
+
+
+def test_a_modulepath_may_name_an_absolute_shared_folder(
+    make_tree: Callable[[Tree], Path], tmp_path: Path
+) -> None:
+    shared = tmp_path / "usr-share-puppet-modules"
+    (shared / "ntp/tasks").mkdir(parents=True)
+    (shared / "ntp/tasks/sync.sh").write_text(SH)
+    root = make_tree({f"{ENV}/environment.conf": f"modulepath = modules:{shared}:$basemodulepath\n"})
+    code = CodeDir(root, basemodulepath=[tmp_path / "base1", tmp_path / "base2"])
+    assert code.modulepath("production") == [
+        root / ENV / "modules",
+        shared,
+        tmp_path / "base1",
+        tmp_path / "base2",
+        BUILTIN_MODULES,
+    ]
+    assert code.task("production", "ntp::sync").module == "ntp"
+
+
+def test_type_aliases_come_from_the_modules_types_folders(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/net/types/port.pp": "# a TCP port\ntype Net::Port = Integer[1, 65535]\n",
+            f"{ENV}/modules/app/tasks/run.json": (
+                '{"parameters": {"port": {"type": "Net::Port"}, '
+                '"ports": {"type": "Optional[Array[Net::Port]]"}}}'
+            ),
+            f"{ENV}/modules/app/tasks/run.sh": SH,
+        }
+    )
+    code = CodeDir(root)
+    task = code.task("production", "app::run")
+    assert validate_params(task, {"port": 80}) == {"port": 80}
+    with pytest.raises(ValidationError, match="port: expected"):
+        validate_params(task, {"port": 70000})
+
+
+def test_an_unknown_type_names_the_task_file_and_key(make_tree: Callable[[Tree], Path]) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/app/tasks/run.json": '{"parameters": {"path": {"type": "Strng"}}}',
+            f"{ENV}/modules/app/tasks/run.sh": SH,
+        }
+    )
+    with pytest.raises(ValidationError) as info:
+        CodeDir(root).task("production", "app::run")
+    msg = info.value.msg
+    assert "task app::run" in msg
+    assert "'parameters.path.type'" in msg
+    assert "Strng" in msg
+    assert str(root / ENV / "modules/app/tasks/run.json") in msg
+
+
+def test_an_implementation_is_chosen_by_the_nodes_features(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree(
+        {
+            f"{ENV}/modules/app/tasks/info.json": json.dumps(
+                {
+                    "files": ["app/files/common.sh"],
+                    "implementations": [
+                        {"name": "info.ps1", "requirements": ["powershell"]},
+                        {
+                            "name": "info.py",
+                            "requirements": ["python"],
+                            "files": ["app/lib/helper.py"],
+                            "input_method": "stdin",
+                        },
+                        {"name": "info.sh", "requirements": ["shell"]},
+                    ],
+                }
+            ),
+            f"{ENV}/modules/app/tasks/info.ps1": "Write-Output hi\n",
+            f"{ENV}/modules/app/tasks/info.py": "print('hi')\n",
+            f"{ENV}/modules/app/tasks/info.sh": SH,
+            f"{ENV}/modules/app/files/common.sh": "x=1\n",
+            f"{ENV}/modules/app/lib/helper.py": "y = 2\n",
+        }
+    )
+    task = CodeDir(root).task("production", "app::info")
+    assert [i.name for i in task.implementations] == ["info.ps1", "info.py", "info.sh"]
+    chosen = task.implementation_for(["shell", "python"])
+    assert chosen is not None
+    assert chosen.name == "info.py"
+    assert chosen.input_method == "stdin"
+    assert [f.filename for f in chosen.files] == ["app/files/common.sh", "app/lib/helper.py"]
+    shell = task.implementation_for(["shell"])
+    assert shell is not None
+    assert shell.name == "info.sh"
+    assert [f.filename for f in shell.files] == ["app/files/common.sh"]
+    assert task.implementation_for(["puppet-agent"]) is None
+    assert [f.filename for f in task.files] == [
+        "info.ps1",
+        "info.py",
+        "info.sh",
+        "app/files/common.sh",
+        "app/lib/helper.py",
+    ]
+
+
+def test_a_powershell_script_beside_a_posix_one_serves_windows_nodes(
+    make_tree: Callable[[Tree], Path],
+) -> None:
+    root = make_tree(
+        {f"{ENV}/modules/app/tasks/up.sh": SH, f"{ENV}/modules/app/tasks/up.ps1": "exit 0\n"}
+    )
+    task = CodeDir(root).task("production", "app::up")
+    assert task.implementation_for(["shell"]).name == "up.sh"  # type: ignore[union-attr]
+    assert task.implementation_for(["powershell"]).name == "up.ps1"  # type: ignore[union-attr]

@@ -1,4 +1,7 @@
-"""Parameter checks: one row a (type, value, accepted) case, then whole-task behaviour."""
+"""Task parameters checked as a whole: declared, required, defaults, types, secrets.
+
+The type system itself is tested case by case in tests/types.
+"""
 
 from __future__ import annotations
 
@@ -6,125 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from podium.errors import ValidationError
 from podium.tasks import Task, TaskFile, TaskParameter, validate_params
-from podium.tasks.params import accepts, is_optional
-
-ACCEPTS = [
-    # type, value, accepted
-    ("String", "", True),
-    ("String", "x", True),
-    ("String", 1, False),
-    ("String", None, False),
-    ("String[1]", "", False),
-    ("String[1]", "a", True),
-    ("String[2, 3]", "abcd", False),
-    ("String[2, 3]", "abc", True),
-    ("String[1, default]", "a" * 1000, True),
-    ("Integer", 3, True),
-    ("Integer", -3, True),
-    ("Integer", 3.0, False),
-    ("Integer", True, False),
-    ("Integer", "3", False),
-    ("Integer[0, 10]", 11, False),
-    ("Integer[0, 10]", 10, True),
-    ("Integer[-5]", -6, False),
-    ("Float", 1.5, True),
-    ("Float", 1, False),
-    ("Float[0.0, 1.0]", 1.5, False),
-    ("Numeric", 1, True),
-    ("Numeric", 1.5, True),
-    ("Numeric", False, False),
-    ("Boolean", False, True),
-    ("Boolean", "false", False),
-    ("Boolean", 0, False),
-    ("Optional[String[1]]", None, True),
-    ("Optional[String[1]]", "", False),
-    ("Optional[Integer]", 2, True),
-    ("Optional", None, True),
-    ("Array", [1, "a"], True),
-    ("Array", {"a": 1}, False),
-    ("Array[String]", ["a", "b"], True),
-    ("Array[String]", ["a", 2], False),
-    ("Array[String, 1]", [], False),
-    ("Array[Integer, 1, 2]", [1, 2, 3], False),
-    ("Array[Optional[Integer]]", [1, None], True),
-    ("Hash", {"a": 1}, True),
-    ("Hash", [1], False),
-    ("Hash[String, Integer]", {"a": 1}, True),
-    ("Hash[String, Integer]", {"a": "1"}, False),
-    ("Hash[String[2], Any]", {"a": 1}, False),
-    ("Enum[start, stop]", "start", True),
-    ("Enum[start, stop]", "restart", False),
-    ("Enum['a b', \"c\"]", "a b", True),
-    ("Enum[start, stop]", 1, False),
-    ("Variant[Integer, Enum[all]]", "all", True),
-    ("Variant[Integer, Enum[all]]", 5, True),
-    ("Variant[Integer, Enum[all]]", "some", False),
-    ("Any", None, True),
-    ("Any", {"deep": [1, {"x": None}]}, True),
-    ("Data", [1, "a", None], True),
-    ("Undef", None, True),
-    ("Undef", 1, False),
-    ("ScalarData", 1.5, True),
-    ("ScalarData", [1], False),
-    # Not known here yet: accepted as Any.
-    ("Pattern[/^\\d+$/]", "abc", True),
-    ("Stdlib::Absolutepath", "relative", True),
-    ("Struct[{a => Integer, Optional[b] => String}]", {"a": "x"}, True),
-    ("Tuple[String, Integer]", 5, True),
-    ("Optional[Pattern[/x/]]", None, True),
-    ("String[", "anything", True),
-    ("Enum[a,,b]", 5, True),
-    ("", 1, True),
-]
-
-
-@pytest.mark.parametrize(("type_text", "value", "ok"), ACCEPTS)
-def test_type_accepts_value(type_text: str, value: Any, ok: bool) -> None:
-    assert accepts(type_text, value) is ok
-
-
-@pytest.mark.parametrize(
-    ("type_text", "optional"),
-    [
-        ("Optional[String]", True),
-        ("Any", True),
-        ("Data", True),
-        ("Undef", True),
-        ("Variant[String, Undef]", True),
-        ("String", False),
-        ("Integer[1]", False),
-        ("Array", False),
-        ("Enum[a]", False),
-        ("Stdlib::Absolutepath", False),
-        ("Pattern[/x/]", False),
-    ],
-)
-def test_a_parameter_may_be_left_out_when_its_type_accepts_undef(
-    type_text: str, optional: bool
-) -> None:
-    assert is_optional(type_text) is optional
-
-
-@given(
-    st.text(max_size=60),
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-        lambda children: (
-            st.lists(children, max_size=3)
-            | st.dictionaries(st.text(max_size=3), children, max_size=3)
-        ),
-        max_leaves=10,
-    ),
-)
-def test_type_checks_never_raise(type_text: str, value: Any) -> None:
-    assert accepts(type_text, value) in (True, False)
-    assert is_optional(type_text) in (True, False)
-
+from podium.tasks.metadata import TaskImplementation
 
 def _task(parameters: dict[str, TaskParameter] | None, **kwargs: Any) -> Task:
     exe = TaskFile(filename="t.sh", path=Path("/nonexistent/t.sh"), sha256="0" * 64, size_bytes=0)
@@ -133,12 +20,11 @@ def _task(parameters: dict[str, TaskParameter] | None, **kwargs: Any) -> Task:
         module="mymod",
         description="",
         parameters=parameters or {},
-        input_method=None,
         supports_noop=False,
         private=False,
-        executable=exe,
-        files=(),
+        implementations=(TaskImplementation("t.sh", (), exe, (), None),),
         environment="production",
+        source=exe.path,
         metadata={} if parameters is None else {"parameters": {}},
         **kwargs,
     )
@@ -187,8 +73,7 @@ def test_a_wrong_value_names_task_parameter_type_and_value() -> None:
     with pytest.raises(ValidationError) as info:
         validate_params(DEPLOY, {"version": "1", "count": 42})
     assert info.value.msg == (
-        "invalid parameters for task mymod::deploy: "
-        "parameter 'count' expects a value of type Integer[1, 10], got Integer 42"
+        "invalid parameters for task mymod::deploy: count: expected Integer[1, 10], got 42"
     )
     assert info.value.details == {
         "task": "mymod::deploy",
@@ -196,19 +81,52 @@ def test_a_wrong_value_names_task_parameter_type_and_value() -> None:
             {
                 "parameter": "count",
                 "expected": "Integer[1, 10]",
-                "got": "Integer 42",
-                "problem": "parameter 'count' expects a value of type Integer[1, 10], "
-                "got Integer 42",
+                "path": [],
+                "problem": "count: expected Integer[1, 10], got 42",
             }
         ],
     }
+
+
+def test_a_wrong_element_deep_in_a_value_is_named_by_its_path() -> None:
+    task = _task(
+        {"opts": TaskParameter("opts", "Struct[{retries => Integer[0, 5], hosts => Array[String]}]")}
+    )
+    with pytest.raises(ValidationError) as info:
+        validate_params(task, {"opts": {"retries": "two", "hosts": []}})
+    assert 'opts.retries: expected Integer[0, 5], got "two"' in info.value.msg
+    with pytest.raises(ValidationError) as info:
+        validate_params(task, {"opts": {"retries": 1, "hosts": ["a", 2]}})
+    assert "opts.hosts[1]: expected String, got 2" in info.value.msg
 
 
 def test_sensitive_values_are_never_shown() -> None:
     with pytest.raises(ValidationError) as info:
         validate_params(DEPLOY, {"version": "1", "token": "hunter2"})
     assert "hunter2" not in str(info.value.to_dict())
-    assert "String [value redacted" in info.value.msg
+    assert "redacted" in info.value.msg
+
+
+def test_a_sensitive_type_is_as_secret_as_the_sensitive_flag() -> None:
+    task = _task({"pw": TaskParameter("pw", "Sensitive[String[8]]")})
+    assert task.parameters["pw"].is_sensitive
+    with pytest.raises(ValidationError) as info:
+        validate_params(task, {"pw": "short"})
+    assert "short" not in str(info.value.to_dict())
+    assert validate_params(task, {"pw": "long enough"}) == {"pw": "long enough"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1, float("-inf")], {"a": float("nan")}])
+def test_values_json_cannot_carry_are_refused(bad: Any) -> None:
+    task = _task({"x": TaskParameter("x", "Any")})
+    with pytest.raises(ValidationError, match="not a JSON number"):
+        validate_params(task, {"x": bad})
+    with pytest.raises(ValidationError, match="not a JSON number"):
+        validate_params(_task(None), {"y": bad})
+
+
+def test_metaparameters_pass_even_when_parameters_are_declared() -> None:
+    assert validate_params(DEPLOY, {"version": "1", "_run_as": "root"})["_run_as"] == "root"
 
 
 def test_undeclared_parameters_are_refused_with_the_declared_ones_listed() -> None:

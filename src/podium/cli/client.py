@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -135,3 +136,12 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """Text from nodes or task authors made safe for a terminal: control characters
+    (escape sequences that retitle or repaint it) become U+FFFD."""
+    return _CONTROL.sub("\ufffd", text)

@@ -10,7 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from podium.cli.fleet import Fleet
+from podium.cli.fleet import Fleet, stop_processes_under
+from podium.cli.task import _parameter_types, parse_params
 from podium.errors import PodiumError
 
 
@@ -29,16 +30,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--codedir", type=Path, help="run on your own environments and modules")
     p.add_argument("--task", default="podium::echo", help="task to run (default podium::echo)")
     p.add_argument(
-        "--params",
-        default='{"message": "Hello from Podium"}',
-        help="the task's parameters as JSON",
+        "parameters",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="the task's parameters, as for podium task run (default for podium::echo: "
+        "message='Hello from Podium')",
     )
+    p.add_argument("--params", help="the task's parameters as JSON, or @FILE.json")
     p.add_argument(
         "--keep",
         action="store_true",
         help="leave server and agents running and print how to use and stop them",
     )
-    p.set_defaults(func=run)
+    p.add_argument(
+        "--stop",
+        type=Path,
+        metavar="DIR",
+        help="stop everything a demo started with --keep runs in DIR, and remove DIR",
+    )
+    p.set_defaults(func=run, takes_pairs=True)
+
+
+_PREFIX = "podium-demo-"
+_MARKER = "pids"
 
 
 class Demo(Fleet):
@@ -54,18 +68,17 @@ class Demo(Fleet):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from podium.cli.client import ApiClient
     from podium.cli.job import watch
 
+    if args.stop is not None:
+        return stop_demo(args.stop)
     if not 1 <= args.nodes <= 1000:
         raise PodiumError("--nodes must be between 1 and 1000")
-    try:
-        params = json.loads(args.params)
-    except json.JSONDecodeError as exc:
-        raise PodiumError(f"--params is not valid JSON: {exc}") from exc
-    root = Path(tempfile.mkdtemp(prefix="podium-demo-"))
+    pairs = list(args.parameters)
+    if not pairs and args.params is None and args.task == "podium::echo":
+        pairs = ["message=Hello from Podium"]
+    root = Path(tempfile.mkdtemp(prefix=_PREFIX))
     demo = Demo(root, args.nodes, args.codedir)
     keep = False
     try:
@@ -77,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
             demo.wait_connected(client, demo.certnames)
             elapsed = time.monotonic() - started
             print(f"{args.nodes} agents enrolled and connected in {elapsed:.1f} s.\n")
+            types = _parameter_types(client, args.task, "production") if pairs else {}
+            params = parse_params(pairs, args.params, types)
+            given = " ".join(shlex.quote(p) for p in pairs) or (
+                f"--params {shlex.quote(args.params)}" if args.params else ""
+            )
             print(
-                f"$ podium task run {args.task} --params {shlex.quote(args.params)} "
-                f"--nodes {','.join(demo.certnames)}\n"
+                f"$ podium task run {args.task} {given} --nodes {','.join(demo.certnames)}\n"
+                .replace("  ", " ")
             )
             body = {"task": args.task, "params": params, "scope": {"nodes": demo.certnames}}
             job = client.call("POST", "/command/task", json=body)["job"]
@@ -96,18 +114,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_keep(demo: Demo) -> None:
-    pids = " ".join(str(p.pid) for p in demo.procs)
-    (demo.root / "pids").write_text(pids + "\n")
+    (demo.root / _MARKER).write_text(" ".join(str(p.pid) for p in demo.procs) + "\n")
+    bindir = Path(sys.executable).parent
+    nodes = ",".join(demo.certnames)
     print(
         "\nThe server and agents keep running. Point the CLI at them:\n\n"
+        f"  export PATH={shlex.quote(str(bindir))}:$PATH\n"
         f"  export PODIUM_SERVER_URL={demo.server_url}\n"
-        f"  export PODIUM_CACERT={demo.cacert}\n"
-        f"  export PODIUM_TOKEN_FILE={demo.token_file}\n\n"
+        f"  export PODIUM_CACERT={shlex.quote(str(demo.cacert))}\n"
+        f"  export PODIUM_TOKEN_FILE={shlex.quote(str(demo.token_file))}\n"
+        f"  export PODIUM_CADIR={shlex.quote(str(demo.cadir))}\n\n"
         "Then, for example:\n\n"
-        f"  podium task run podium::command command='uname -a' --nodes {','.join(demo.certnames)}\n"
-        "  podium job show\n\n"
-        "Logs are in "
-        f"{demo.root}. To stop everything and remove it:\n\n"
-        f"  kill $(cat {demo.root / 'pids'}); rm -rf {demo.root}\n"
+        f"  podium task run podium::command command='uname -a' --nodes {nodes}\n"
+        f"  podium task run package action=status name=bash --nodes {nodes}\n"
+        "  podium task show\n"
+        "  podium job show\n"
+        "  podium ca list --all\n\n"
+        f"Logs are in {demo.root}. To stop everything and remove it:\n\n"
+        f"  podium demo --stop {shlex.quote(str(demo.root))}\n"
     )
     sys.stdout.flush()
+
+
+def stop_demo(root: Path) -> int:
+    """Stop every process of a kept demo (agents restarted by hand too) and remove it."""
+    root = root.absolute()
+    if not (root / _MARKER).is_file() or not root.name.startswith(_PREFIX):
+        raise PodiumError(
+            f"{root} is not a folder that `podium demo --keep` made (they are named "
+            f"{_PREFIX}… and hold a {_MARKER} file); nothing was stopped or removed"
+        )
+    stopped = stop_processes_under(root)
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"Stopped {stopped} processes and removed {root}.")
+    return 0

@@ -211,13 +211,7 @@ class Fleet:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill(proc)
-        for pid in _pids_naming(self.root):
-            # A task's wrapper leads its own process group, holding the task's processes.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
+        stop_processes_under(self.root, timeout=timeout)
 
     def leftovers(self) -> list[int]:
         """Processes still running whose command line names a path under the root."""
@@ -228,6 +222,31 @@ class Fleet:
             return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return f"({log} is missing)"
+
+
+def stop_processes_under(root: Path, *, timeout: float = 10.0) -> int:
+    """SIGTERM every process whose command line names a path under ``root``, SIGKILL
+    those still there after ``timeout``, and kill the process groups of task wrappers
+    (they lead their own groups, holding the task's processes). Returns how many."""
+    found = _pids_naming(root)
+    for pid in found:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pids_naming(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in _pids_naming(root):
+        _signal_group(pid, signal.SIGKILL)
+    return len(found)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid``'s whole process group when it leads one (servers, agents and task
+    wrappers each start their own), else ``pid`` alone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

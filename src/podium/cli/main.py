@@ -32,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        # KEY=VALUE pairs may follow options (`task run T --nodes a k=v`); argparse
+        # would stop at the first option after them.
+        if getattr(args, "takes_pairs", False) and not any(r.startswith("-") for r in rest):
+            args.parameters = [*args.parameters, *rest]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         code: int = args.func(args)
     except PodiumError as exc:

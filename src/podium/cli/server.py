@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--codedir", type=Path, help="directory holding environments/<env>/modules")
     p.add_argument(
+        "--basemodulepath",
+        metavar="DIR[:DIR...]",
+        help="folders that $basemodulepath stands for in environment.conf, and every "
+        "environment's modulepath by default (default: <codedir>/modules)",
+    )
+    p.add_argument(
         "--job-retention-days",
         type=float,
         help="delete finished jobs older than this many days (default 30; 0 keeps them all)",
@@ -78,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         datadir=args.datadir,
         database_url=args.database_url,
         codedir=args.codedir,
+        basemodulepath=(
+            tuple(Path(p) for p in args.basemodulepath.split(":") if p)
+            if args.basemodulepath
+            else None
+        ),
         job_retention_days=args.job_retention_days,
         certname=args.certname,
         host=args.host,

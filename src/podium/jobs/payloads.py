@@ -2,56 +2,69 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from podium.tasks.metadata import Task
+from podium.tasks.metadata import Task, TaskFile, TaskImplementation
 
 TASK_FILE_PATH = "/puppet/v3/file_content/tasks"
 MODULE_FILE_PATH = "/puppet/v3/file_content/modules"
-HIDDEN_INPUT = "_input"  # job option holding the unredacted task input
+SEALED_INPUT = "_sealed_input"  # job option: the task input, sealed, to resume the job
+INPUT_PURPOSE = "podium job input"
 REDACTED = "Sensitive [value redacted]"
 
 
-def task_request(task: Task, params: dict[str, Any], noop: bool) -> dict[str, Any]:
-    """The ``params`` of a ``task``/``run`` request: what the agent needs to run it."""
+def file_entries(task: Task, files: Iterable[TaskFile]) -> list[dict[str, Any]]:
+    """Task files as PE's API and the ``task``/``run`` request list them."""
     env = {"environment": task.environment}
-    files = [
-        {
-            "filename": task.executable.filename,
-            "uri": {
-                "path": f"{TASK_FILE_PATH}/{task.module}/{task.executable.filename}",
-                "params": env,
-            },
-            "sha256": task.executable.sha256,
-            "size_bytes": task.executable.size_bytes,
-        }
-    ]
-    for extra in task.files:
-        files.append(
+    entries = []
+    for f in files:
+        # An executable is a bare name served from its own module's tasks/; an extra
+        # file is "<module>/<mount>/<path>".
+        path = (
+            f"{MODULE_FILE_PATH}/{f.filename}"
+            if "/" in f.filename
+            else f"{TASK_FILE_PATH}/{task.module}/{f.filename}"
+        )
+        entries.append(
             {
-                "filename": extra.filename,
-                "uri": {"path": f"{MODULE_FILE_PATH}/{extra.filename}", "params": env},
-                "sha256": extra.sha256,
-                "size_bytes": extra.size_bytes,
+                "filename": f.filename,
+                "uri": {"path": path, "params": env},
+                "sha256": f.sha256,
+                "size_bytes": f.size_bytes,
             }
         )
+    return entries
+
+
+def task_request(
+    task: Task,
+    implementation: TaskImplementation,
+    params: dict[str, Any],
+    *,
+    noop: bool = False,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """The ``params`` of a ``task``/``run`` request: what the agent needs to run it."""
     body: dict[str, Any] = {
         "task": task.name,
         "input": params,
-        "files": files,
-        "input_method": task.input_method,
+        "files": file_entries(task, (implementation.executable, *implementation.files)),
+        "input_method": implementation.input_method,
     }
     if noop:
         body["noop"] = True
+    if timeout is not None:
+        body["timeout"] = timeout
     return body
 
 
 def redacted(task: Task, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters as the job shows them: sensitive values masked."""
     return {
-        name: REDACTED if name in task.parameters and task.parameters[name].sensitive else value
+        name: REDACTED if name in task.parameters and task.parameters[name].is_sensitive else value
         for name, value in params.items()
     }
 

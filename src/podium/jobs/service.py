@@ -23,17 +23,28 @@ import orjson
 from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
 from podium.jobs import states
 from podium.jobs.link import ControllerLink
-from podium.jobs.payloads import HIDDEN_INPUT, redacted, storable, task_request
+from podium.jobs.payloads import (
+    INPUT_PURPOSE,
+    SEALED_INPUT,
+    redacted,
+    storable,
+    task_request,
+)
+from podium.pki.sealing import Sealer
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
 from podium.store import NewEvent, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
+from podium.tasks.metadata import Task
 from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
 
+_MAX_TIMEOUT = 7 * 24 * 3600
 _GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
+# What a node whose agent never listed its features is assumed to run.
+DEFAULT_FEATURES = ("shell",)
 
 
 def _now() -> datetime:
@@ -66,7 +77,10 @@ class _Batch:
     updates: list[NodeUpdate] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     job_states: list[tuple[int, str, datetime]] = field(default_factory=list)
-    facts: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
+    # certname → (facts, when, the agent's features)
+    facts: dict[str, tuple[dict[str, Any], datetime, list[str] | None]] = field(
+        default_factory=dict
+    )
     acks: list[tuple[str, str]] = field(default_factory=list)  # (agent uri, transaction id)
     rejudge: set[int] = field(default_factory=set)  # finished jobs whose nodes changed
 
@@ -85,6 +99,7 @@ class JobService:
         link: ControllerLink,
         codedir: CodeDir,
         *,
+        sealer: Sealer,
         # Timeouts
         flush_interval: float = 0.005,
         reconnect_grace: float = 300.0,
@@ -95,6 +110,7 @@ class JobService:
         self.store = store
         self.link = link
         self.codedir = codedir
+        self.sealer = sealer
         self.flush_interval = flush_interval
         self.reconnect_grace = reconnect_grace
         self.stop_timeout = stop_timeout
@@ -162,6 +178,7 @@ class JobService:
         description: str = "",
         owner: str = "anonymous",
         noop: bool = False,
+        timeout: float | None = None,
     ) -> int:
         """Start a task job on ``nodes``; returns the job id."""
         if not self.link.ready.is_set():
@@ -173,8 +190,15 @@ class JobService:
         checked = validate_params(found, params)
         if noop and not found.supports_noop:
             raise ValidationError(
-                f"task {found.name} does not support noop; run it without --noop",
+                f"task {found.name} does not support noop (its metadata has no "
+                "'supports_noop': true); run it without noop",
                 kind="puppetlabs.orchestrator/task-not-noop",
+                details={"task": found.name},
+            )
+        if timeout is not None and not 0 < timeout <= _MAX_TIMEOUT:
+            raise ValidationError(
+                f"timeout must be a number of seconds from 1 to {_MAX_TIMEOUT}, got {timeout}",
+                details={"timeout": timeout},
             )
         certnames = list(dict.fromkeys(validate_certname(n, "node") for n in nodes))
         if not certnames:
@@ -182,28 +206,25 @@ class JobService:
                 "the job targets no nodes; give at least one node name",
                 kind="puppetlabs.orchestrator/empty-target",
             )
-        request_params = task_request(found, checked, noop)
-        try:
-            size = len(orjson.dumps(request_params)) + pcp.ENVELOPE_ROOM
-        except orjson.JSONEncodeError as exc:
-            raise ValidationError(f"the task's parameters cannot be sent: {exc}") from exc
-        if size > self.max_message_bytes:
-            raise ValidationError(
-                f"the request for task {found.name} would be {size} bytes, over the "
-                f"{self.max_message_bytes}-byte message limit; pass large data as a file "
-                "the task reads, not as a parameter",
-                details={"size": size, "limit": self.max_message_bytes},
-            )
+        known = await asyncio.to_thread(self.store.node_features, certnames)
+        features = {c: known.get(c) for c in certnames}
+        for certname in certnames:  # reported since the last flush
+            queued = self._batch.facts.get(certname)
+            if queued is not None:
+                features[certname] = queued[2]
+        requests = self._task_requests(found, checked, features, noop=noop, timeout=timeout)
         txids = {c: uuid.uuid4().hex for c in certnames}
-        options = {
+        options: dict[str, Any] = {
             "task": found.name,
             "params": redacted(found, checked),
             "noop": noop,
             "environment": environment,
             "scope": {"nodes": certnames},
             # What the nodes get, kept to resume the job after a restart; never shown.
-            HIDDEN_INPUT: checked,
+            SEALED_INPUT: self.sealer.seal(checked, purpose=INPUT_PURPOSE),
         }
+        if timeout is not None:
+            options["timeout"] = timeout
         now = _now()
         job_id = await asyncio.to_thread(
             self.store.create_job,
@@ -215,13 +236,17 @@ class JobService:
             nodes=[(c, txids[c]) for c in certnames],
             at=now,
         )
-        known = await asyncio.to_thread(self.store.known_certnames, certnames)
         job = _ActiveJob(job_id, remaining=len(certnames))
         self._jobs[job_id] = job
         self._finished[job_id] = asyncio.Event()
         self._batch.job_states.append((job_id, "running", now))
         for certname in certnames:
-            pending = self._track(job_id, certname, txids[certname], request_params)
+            request = requests[certname]
+            if isinstance(request, str):  # no implementation fits this node
+                pending = self._track(job_id, certname, txids[certname], {})
+                self._settle(pending, "failed", {}, request)
+                continue
+            pending = self._track(job_id, certname, txids[certname], request)
             if certname in self.link.connected:
                 self._send_request(pending)
             elif certname in known:
@@ -238,6 +263,54 @@ class JobService:
                 )
         self._flush_soon()
         return job_id
+
+    def _task_requests(
+        self,
+        task: Task,
+        params: dict[str, Any],
+        features: dict[str, list[str] | None],
+        *,
+        noop: bool,
+        timeout: float | None,
+        check_size: bool = True,
+    ) -> dict[str, dict[str, Any] | str]:
+        """Each known node's request (one per implementation, shared), or why none fits."""
+        by_impl: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, Any] | str] = {}
+        for certname, have in features.items():
+            have = have if have is not None else list(DEFAULT_FEATURES)
+            impl = task.implementation_for(have)
+            if impl is None:
+                needs = "; ".join(
+                    f"{i.name} needs {', '.join(i.requirements) or 'nothing'}"
+                    for i in task.implementations
+                )
+                out[certname] = (
+                    f"task {task.name} has no implementation that node {certname} can run: "
+                    f"its agent offers {', '.join(sorted(have)) or 'no features'} ({needs})"
+                )
+                continue
+            request = by_impl.get(impl.name)
+            if request is None:
+                request = task_request(task, impl, params, noop=noop, timeout=timeout)
+                if check_size:
+                    self._check_size(task, request)
+                by_impl[impl.name] = request
+            out[certname] = request
+        return out
+
+    def _check_size(self, task: Task, request: dict[str, Any]) -> None:
+        try:
+            size = len(orjson.dumps(request)) + pcp.ENVELOPE_ROOM
+        except orjson.JSONEncodeError as exc:
+            raise ValidationError(f"the task's parameters cannot be sent: {exc}") from exc
+        if size > self.max_message_bytes:
+            raise ValidationError(
+                f"the request for task {task.name} would be {size} bytes, over the "
+                f"{self.max_message_bytes}-byte message limit; pass large data as a file "
+                "the task reads, not as a parameter",
+                details={"size": size, "limit": self.max_message_bytes},
+            )
 
     def _track(self, job_id: int, certname: str, txid: str, params: dict[str, Any]) -> _Pending:
         request = msg.NonBlockingRequest(
@@ -266,7 +339,7 @@ class JobService:
             return
         sender = pcp.split_uri(env.sender)[0]
         if isinstance(message, msg.FactsUpdate):
-            self._batch.facts[sender] = (storable(message.facts), _now())
+            self._batch.facts[sender] = (storable(message.facts), _now(), message.features)
             self._flush_soon()
         elif isinstance(message, msg.Error):
             self._on_broker_error(message)
@@ -455,7 +528,10 @@ class JobService:
 
     def _write(self, batch: _Batch) -> None:
         if batch.facts:
-            self.store.record_facts_many([(c, f, at) for c, (f, at) in batch.facts.items()])
+            self.store.record_facts_many(
+                [(c, f, at) for c, (f, at, _) in batch.facts.items()],
+                {c: features for c, (_, _, features) in batch.facts.items()},
+            )
         if batch.updates:
             self.store.apply_node_updates(batch.updates)
         if batch.events:
@@ -470,6 +546,28 @@ class JobService:
                 self.store.set_job_state(job_id, outcome, job.finished_at or _now())
 
     # -- recovery ---------------------------------------------------------------------
+
+    async def _resume_requests(
+        self, environment: str, options: dict[str, Any], nodes: Sequence[Any]
+    ) -> dict[str, dict[str, Any] | str]:
+        task = await asyncio.to_thread(self.codedir.task, environment, options["task"])
+        sealed = options.get(SEALED_INPUT)
+        params = (
+            self.sealer.open(sealed, purpose=INPUT_PURPOSE)
+            if sealed is not None
+            else options.get("params", {})
+        )
+        certnames = [n.certname for n in nodes]
+        features = await asyncio.to_thread(self.store.node_features, certnames)
+        features = {c: features.get(c) for c in certnames}
+        return self._task_requests(
+            task,
+            params,
+            features,
+            noop=bool(options.get("noop")),
+            timeout=options.get("timeout"),
+            check_size=False,
+        )
 
     async def _recover(self) -> None:
         jobs = await asyncio.to_thread(self.store.unfinished_jobs)
@@ -490,23 +588,16 @@ class JobService:
                 self._batch.job_states.append((job.id, states.job_outcome(done_states), _now()))
                 continue
             try:
-                task = await asyncio.to_thread(
-                    self.codedir.task, job.environment, job.options["task"]
-                )
-                params = task_request(
-                    task,
-                    job.options.get(HIDDEN_INPUT, job.options.get("params", {})),
-                    bool(job.options.get("noop")),
-                )
+                requests = await self._resume_requests(job.environment, job.options, nodes)
             except PodiumError as exc:
-                for node in nodes:
-                    pending = self._track(job.id, node.certname, node.transaction_id, {})
-                    self._settle(
-                        pending, "errored", {}, f"cannot resume after a restart: {exc.msg}"
-                    )
-                continue
+                requests = {n.certname: f"cannot resume after a restart: {exc.msg}" for n in nodes}
             for node in nodes:
-                pending = self._track(job.id, node.certname, node.transaction_id, params)
+                request = requests.get(node.certname, "cannot resume after a restart")
+                if isinstance(request, str):
+                    pending = self._track(job.id, node.certname, node.transaction_id, {})
+                    self._settle(pending, "errored", {}, request)
+                    continue
+                pending = self._track(job.id, node.certname, node.transaction_id, request)
                 pending.state = node.state
                 self._start_grace(pending)  # the link's inventory will bring it back
             log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))

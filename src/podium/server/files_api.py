@@ -1,15 +1,22 @@
-"""``/puppet/v3/file_content``: task and module files for agents to download."""
+"""``/puppet/v3/file_content``: task and module files for agents to download.
+
+Served only to callers with an unrevoked certificate from Podium's CA: a task's files
+may hold what an operator would not publish.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
+from podium.server.peer import require_node_certificate
 from podium.tasks.codedir import CodeDir
 
-router = APIRouter(prefix="/puppet/v3/file_content")
+router = APIRouter(
+    prefix="/puppet/v3/file_content", dependencies=[Depends(require_node_certificate)]
+)
 
 
 def _codedir(request: Request) -> CodeDir:

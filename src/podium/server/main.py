@@ -9,6 +9,7 @@ import uvicorn
 
 from podium import loop
 from podium.server.app import create_app
+from podium.server.peer import PeerCertProtocol
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
 
@@ -26,6 +27,7 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
         ssl_keyfile=str(settings.key_path),
         ssl_ca_certs=str(runtime.ca.ca_cert_path),
         ssl_cert_reqs=ssl.CERT_OPTIONAL,
+        http=PeerCertProtocol,
         log_level=log_level,
         access_log=log_level == "debug",
         lifespan="on",

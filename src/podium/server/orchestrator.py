@@ -8,13 +8,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from podium.errors import NotFound, Unauthenticated, ValidationError
+from podium.jobs.payloads import file_entries
 from podium.jobs.states import NODE_STATES
 from podium.protocol.names import validate_certname
 from podium.server import views
 from podium.server.runtime import Runtime
+from podium.tasks.metadata import NAME_PART, Task, task_display_name
 
 PREFIX = "/orchestrator/v1"
 
@@ -48,8 +50,12 @@ class TaskCommand(_Strict):
     params: dict[str, Any]
     scope: Scope
     environment: str = "production"
-    noop: bool = False
+    noop: StrictBool = False
     description: str = ""
+    timeout: Annotated[
+        StrictInt | None,
+        Field(ge=1, le=7 * 24 * 3600, description="seconds a node's run may take"),
+    ] = None
 
 
 class InventoryQuery(_Strict):
@@ -75,6 +81,7 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
         environment=body.environment,
         description=body.description,
         noop=body.noop,
+        timeout=body.timeout,
     )
     job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
     return JSONResponse({"job": job}, status_code=202)
@@ -189,16 +196,40 @@ async def inventory_nodes(body: InventoryQuery, request: Request) -> dict[str, A
     return {"items": [_inventory_item(runtime, validate_certname(n, "node")) for n in body.nodes]}
 
 
+def _task_url(base: str, task: Task) -> str:
+    return f"{base}/tasks/{task.module}/{task.short_name}"
+
+
 @router.get("/tasks")
 async def list_tasks(request: Request, environment: str = "production") -> dict[str, Any]:
-    runtime = _runtime(request)
-    tasks = await asyncio.to_thread(runtime.codedir.list_tasks, environment)
+    tasks = await asyncio.to_thread(_runtime(request).codedir.list_tasks, environment)
     base = _base(request)
     return {
-        "environment": {"name": environment},
+        "environment": {"name": environment, "code_id": None},
         "items": [
-            {"id": f"{base}/tasks/{t.module}/{t.name.partition('::')[2] or 'init'}", "name": t.name}
+            {
+                "id": _task_url(base, t),
+                "name": t.name,
+                "module": t.module,
+                "description": t.description,
+                "permitted": True,
+            }
             for t in tasks
             if not t.private
         ],
+    }
+
+
+@router.get("/tasks/{module}/{task}")
+async def get_task(
+    module: str, task: str, request: Request, environment: str = "production"
+) -> dict[str, Any]:
+    name = task_display_name(module, task) if NAME_PART.match(task) else f"{module}::{task}"
+    found = await asyncio.to_thread(_runtime(request).codedir.task, environment, name)
+    return {
+        "id": _task_url(_base(request), found),
+        "name": found.name,
+        "environment": {"name": environment, "code_id": None},
+        "metadata": found.metadata,
+        "files": file_entries(found, found.files),
     }

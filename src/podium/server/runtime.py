@@ -16,6 +16,8 @@ from podium.files import write_atomic
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
+from podium.pki.revocation import CrlWatcher
+from podium.pki.sealing import Sealer, load_or_create_key
 from podium.pki.tls import client_context, server_context
 from podium.server.settings import ServerSettings
 from podium.store import Store
@@ -67,6 +69,16 @@ def admin_token(settings: ServerSettings) -> str:
     return path.read_text().strip()
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file readable by the server's user alone (SQLite
+    gives its -wal and -shm files the same mode)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        path = Path(url[len(prefix) :])
+        if not path.exists() and path.parent.is_dir():
+            path.touch(mode=0o600)
+
+
 def choose_codedir(settings: ServerSettings) -> Path:
     if settings.codedir is not None:
         return settings.codedir
@@ -79,11 +91,16 @@ class Runtime:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        settings.datadir.mkdir(parents=True, exist_ok=True)
+        # Private: the database, keys and tokens live here.
+        settings.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ca = open_ca(settings)
         self.admin_token = admin_token(settings)
+        self.sealer = Sealer(load_or_create_key(settings.sealing_key_path))
+        _private_sqlite_file(settings.db_url)
         self.store = Store(settings.db_url)
-        self.codedir = CodeDir(choose_codedir(settings))
+        self.codedir = CodeDir(
+            choose_codedir(settings), basemodulepath=settings.basemodulepath or None
+        )
         self.broker: Broker | None = None
         link: ControllerLink
         if settings.brokers:
@@ -110,10 +127,23 @@ class Runtime:
             link = LocalLink(self.broker, settings.certname)
         self.link = link
         self.jobs = JobService(
-            self.store, link, self.codedir, reconnect_grace=settings.reconnect_grace
+            self.store,
+            link,
+            self.codedir,
+            sealer=self.sealer,
+            reconnect_grace=settings.reconnect_grace,
         )
+        self._crl = CrlWatcher(self.ca.crl_path)
+        self._revoked: frozenset[int] = frozenset()
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def is_revoked(self, serial: int | None) -> bool:
+        """Whether a client certificate's serial is on the CA's current CRL (or unknown)."""
+        fresh = self._crl.refresh()  # one fstat unless the CRL changed
+        if fresh is not None:
+            self._revoked = fresh
+        return serial is None or serial in self._revoked
 
     async def _purge_old_jobs(self, every: float = 3600.0) -> None:
         """Keep the job history to the retention period, checking hourly."""

@@ -20,6 +20,8 @@ class ServerSettings:
     datadir: Path = field(default_factory=default_datadir)
     database_url: str | None = None  # default: SQLite in datadir
     codedir: Path | None = None  # default: datadir/code, else the built-in code
+    # $basemodulepath of every environment; default: <codedir>/modules
+    basemodulepath: tuple[Path, ...] = ()
     certname: str = field(default_factory=_default_certname)
     host: str = "127.0.0.1"
     port: int = 8143
@@ -58,6 +60,11 @@ class ServerSettings:
         return self.datadir / "admin-token"
 
     @property
+    def sealing_key_path(self) -> Path:
+        """The key that seals stored task input (see :mod:`podium.pki.sealing`)."""
+        return self.datadir / "sealing.key"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.datadir / 'podium.db'}"
 
@@ -79,6 +86,9 @@ class ServerSettings:
             raw = env(name.upper())
             if raw:
                 values[name] = conv(raw)
+        raw = env("BASEMODULEPATH")
+        if raw:
+            values["basemodulepath"] = tuple(Path(p) for p in raw.split(":") if p)
         for name in ("brokers", "autosign", "autosign_tokens", "dns_alt_names"):
             raw = env(name.upper())
             if raw:

@@ -136,4 +136,5 @@ def node_record(row: Row[Any]) -> NodeRecord:
         facts_timestamp=row.facts_timestamp,
         first_seen=row.first_seen,
         last_seen=row.last_seen,
+        features=row.features,
     )

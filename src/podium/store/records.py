@@ -64,6 +64,7 @@ class NodeRecord:
     facts_timestamp: datetime | None
     first_seen: datetime
     last_seen: datetime
+    features: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ worker threads. Writes that fan out to many nodes are one ``executemany`` each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +62,7 @@ class Store:
             ) from error
         self._writer = self._engine.execution_options(**{WRITE: True})
         self._upsert_facts = queries.upsert_node(
-            self.dialect, ("facts", "facts_timestamp", "last_seen")
+            self.dialect, ("facts", "facts_timestamp", "last_seen", "features")
         )
         self._upsert_seen = queries.upsert_node(self.dialect, ("last_seen",))
         self._apply_sql, self._apply_names = self._compile(queries.APPLY_NODE_UPDATE)
@@ -114,12 +114,23 @@ class Store:
 
     # Inventory
 
-    def record_facts(self, certname: str, facts: dict[str, Any], at: datetime) -> None:
-        """Store a node's latest facts, adding the node if it is new."""
-        self.record_facts_many([(certname, facts, at)])
+    def record_facts(
+        self,
+        certname: str,
+        facts: dict[str, Any],
+        at: datetime,
+        features: Sequence[str] | None = None,
+    ) -> None:
+        """Store a node's latest facts (and its agent's features), adding it if it is new."""
+        self.record_facts_many([(certname, facts, at)], {certname: features})
 
-    def record_facts_many(self, items: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
+    def record_facts_many(
+        self,
+        items: Sequence[tuple[str, dict[str, Any], datetime]],
+        features: Mapping[str, Sequence[str] | None] | None = None,
+    ) -> None:
         """:meth:`record_facts` for many nodes in one statement (a fleet reconnecting)."""
+        features = features or {}
         # Sorted, so that concurrent writers lock rows in one order and cannot deadlock.
         rows = [
             {
@@ -128,6 +139,7 @@ class Store:
                 "facts_timestamp": _aware(at),
                 "first_seen": at,
                 "last_seen": at,
+                "features": _sorted_or_none(features.get(certname)),
             }
             for certname, facts, at in sorted(items, key=lambda item: item[0])
         ]
@@ -146,6 +158,7 @@ class Store:
                 "facts_timestamp": None,
                 "first_seen": at,
                 "last_seen": at,
+                "features": None,
             }
             for name in sorted(set(certnames))
         ]
@@ -171,11 +184,18 @@ class Store:
 
     def known_certnames(self, certnames: Sequence[str]) -> set[str]:
         """Those of ``certnames`` that the inventory holds."""
-        known: set[str] = set()
+        return set(self.node_features(certnames))
+
+    def node_features(self, certnames: Sequence[str]) -> dict[str, list[str] | None]:
+        """For those of ``certnames`` that the inventory holds, their agents' features
+        (None for a node whose agent never said)."""
+        known: dict[str, list[str] | None] = {}
         with self._read() as connection:
             for chunk in queries.chunks(sorted(set(certnames))):
-                query = select(nodes.c.certname).where(nodes.c.certname.in_(chunk))
-                known.update(connection.execute(query).scalars())
+                query = select(nodes.c.certname, nodes.c.features).where(
+                    nodes.c.certname.in_(chunk)
+                )
+                known.update((name, features) for name, features in connection.execute(query))
         return known
 
     # Jobs
@@ -441,6 +461,10 @@ class Store:
     def _require_job(connection: Connection, job_id: int) -> None:
         if connection.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
             raise unknown_job(job_id)
+
+
+def _sorted_or_none(features: Sequence[str] | None) -> list[str] | None:
+    return None if features is None else sorted(set(features))
 
 
 def unknown_job(job_id: int) -> NotFound:

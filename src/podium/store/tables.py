@@ -75,6 +75,8 @@ nodes = Table(
     Column("facts_timestamp", UTCDateTime(), nullable=True),
     Column("first_seen", UTCDateTime(), nullable=False),
     Column("last_seen", UTCDateTime(), nullable=False),
+    # What the node's agent can run (shell, python, ...); NULL until it has said.
+    Column("features", JSONDocument, nullable=True),
     PrimaryKeyConstraint("certname"),
 )
 

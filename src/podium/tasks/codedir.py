@@ -4,7 +4,13 @@ Layout::
 
     <root>/environments/<env>/environment.conf   optional: modulepath = modules:$basemodulepath
     <root>/environments/<env>/modules/<module>/tasks/<task>.json (+ executables)
+    <root>/environments/<env>/modules/<module>/types/<name>.pp   type aliases (Mod::Name)
     <root>/modules/<module>/...                   the base modulepath, shared by all environments
+
+Modulepath entries are folders relative to the environment or absolute (a shared
+system folder such as ``/usr/share/puppet/modules``), and ``$basemodulepath``. Podium's
+built-in modules (``podium``, ``package``, ``service``) come after them all, so a
+user's module of the same name wins.
 
 Every name that arrives from a request (environment, module, task, file path) is checked
 before it becomes a path, and a file is only served when it resolves inside one of its
@@ -18,7 +24,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -26,16 +33,20 @@ from podium.errors import ConfigError, NotFound, PodiumError, ValidationError
 from podium.tasks.metadata import (
     MOUNTS,
     NAME_PART,
+    Implementation,
     Task,
     TaskFile,
+    TaskImplementation,
     TaskMetadata,
+    TaskParameter,
     load_metadata,
     parse_file_ref,
-    select_implementation,
     split_task_name,
     task_display_name,
     task_executables,
+    task_implementations,
 )
+from podium.types import PType, TypeAliases, parse_alias_file, parse_type
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +62,20 @@ BUILTIN_MODULES: Final = Path(__file__).resolve().parent.parent / "data" / "modu
 class CodeDir:
     """Read-only view of a code directory; cheap to call per request."""
 
-    def __init__(self, root: Path, *, builtin: Path | None = BUILTIN_MODULES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        basemodulepath: Sequence[Path] | None = None,
+        builtin: Path | None = BUILTIN_MODULES,
+    ) -> None:
         self.root = Path(root)
+        self.basemodulepath = (
+            [self.root / "modules"] if basemodulepath is None else [Path(p) for p in basemodulepath]
+        )
         self.builtin = builtin
         self._hashes = _HashCache()
-
-    @property
-    def basemodulepath(self) -> Path:
-        return self.root / "modules"
+        self._aliases = _AliasCache()
 
     def environments(self) -> list[str]:
         """Names of the environments, sorted."""
@@ -75,13 +92,13 @@ class CodeDir:
         setting = _read_modulepath(conf)
         builtin = [self.builtin] if self.builtin is not None else []
         if setting is None:
-            return [envdir / "modules", self.basemodulepath, *builtin]
+            return [envdir / "modules", *self.basemodulepath, *builtin]
         paths = []
         for entry in (e.strip() for e in setting.split(":")):
             if not entry:
                 continue
             if entry == "$basemodulepath":
-                paths.append(self.basemodulepath)
+                paths.extend(self.basemodulepath)
             elif "$" in entry:
                 raise ConfigError(
                     f"{conf}: modulepath entry {entry!r} is not supported; use folders "
@@ -194,38 +211,75 @@ class CodeDir:
                 return candidate
         return None
 
+    def type_aliases(self, env: str) -> TypeAliases:
+        """The type aliases that the modules of an environment define in ``types/``."""
+        return self._aliases.get(self.modules(env))
+
     def _load(self, env: str, module: str, moddir: Path, short: str, filenames: list[str]) -> Task:
         display = task_display_name(module, short)
         meta = TaskMetadata()
-        if f"{short}.json" in filenames:
-            json_path = moddir / "tasks" / f"{short}.json"
-            try:
-                raw = json_path.read_bytes()
-            except OSError as exc:
-                raise ValidationError(
-                    f"task {display}: cannot read {json_path}: {exc.strerror}",
-                    details={"task": display},
-                ) from exc
-            meta = load_metadata(display, raw)
-        impl = select_implementation(display, short, meta, filenames)
-        exe = _contained(moddir, moddir / "tasks" / impl.name)
-        if exe is None:
+        json_path = moddir / "tasks" / f"{short}.json"
+        has_json = f"{short}.json" in filenames
+        try:
+            if has_json:
+                try:
+                    raw = json_path.read_bytes()
+                except OSError as exc:
+                    raise ValidationError(
+                        f"task {display}: cannot read the metadata: {exc.strerror}",
+                        details={"task": display},
+                    ) from exc
+                meta = load_metadata(display, raw)
+            impls = task_implementations(display, short, meta, filenames)
+            parameters = {
+                name: replace(p, ptype=self._parameter_type(env, display, p))
+                for name, p in meta.parameters.items()
+            }
+        except ValidationError as exc:
+            where = json_path if has_json else moddir / "tasks"
             raise ValidationError(
-                f"task {display}: {impl.name} is not a file inside module {module}",
-                details={"task": display},
-            )
+                f"{exc.msg} (in {where})", details={**exc.details, "file": str(where)}
+            ) from exc
         return Task(
             name=display,
             module=module,
             description=meta.description,
-            parameters=meta.parameters,
-            input_method=impl.input_method or meta.input_method,
+            parameters=parameters,
             supports_noop=meta.supports_noop,
             private=meta.private,
-            executable=self._task_file(impl.name, exe),
-            files=self._extra_files(env, display, (*meta.files, *impl.files)),
+            remote=meta.remote,
+            implementations=tuple(
+                self._implementation(env, display, moddir, meta, impl) for impl in impls
+            ),
             environment=env,
+            source=json_path if has_json else moddir / "tasks" / impls[0].name,
             metadata=meta.raw,
+        )
+
+    def _parameter_type(self, env: str, task: str, param: TaskParameter) -> PType:
+        try:
+            return parse_type(param.type, self.type_aliases(env))
+        except ValidationError as exc:
+            raise ValidationError(
+                f"task {task}: metadata key 'parameters.{param.name}.type': {exc.msg}",
+                details={"task": task, "key": f"parameters.{param.name}.type"},
+            ) from exc
+
+    def _implementation(
+        self, env: str, task: str, moddir: Path, meta: TaskMetadata, impl: Implementation
+    ) -> TaskImplementation:
+        exe = _contained(moddir, moddir / "tasks" / impl.name)
+        if exe is None:
+            raise ValidationError(
+                f"task {task}: {impl.name} is not a file inside its module ({moddir})",
+                details={"task": task},
+            )
+        return TaskImplementation(
+            name=impl.name,
+            requirements=impl.requirements,
+            executable=self._task_file(impl.name, exe),
+            files=self._extra_files(env, task, (*meta.files, *impl.files)),
+            input_method=impl.input_method or meta.input_method,
         )
 
     def _extra_files(self, env: str, task: str, refs: tuple[str, ...]) -> tuple[TaskFile, ...]:
@@ -289,6 +343,40 @@ class _HashCache:
             with self._lock:
                 self._entries[path] = (after, digest)
         return digest, after[2]
+
+
+class _AliasCache:
+    """Type aliases by the ``types/*.pp`` files they come from, re-read when one changes."""
+
+    def __init__(self) -> None:
+        self._key: tuple[tuple[str, tuple[int, int, int, int]], ...] | None = None
+        self._value = TypeAliases({})
+        self._lock = threading.Lock()
+
+    def get(self, modules: Mapping[str, Path]) -> TypeAliases:
+        files = [
+            (str(path), _stamp(path.stat()))
+            for moddir in modules.values()
+            for path in sorted((moddir / "types").rglob("*.pp"))
+            if path.is_file()
+        ]
+        key = tuple(files)
+        with self._lock:
+            if key == self._key:
+                return self._value
+        definitions: dict[str, str] = {}
+        for name, _ in files:
+            path = Path(name)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValidationError(f"cannot read the type alias file {path}: {exc}") from exc
+            for alias, type_text in parse_alias_file(text, str(path)):
+                definitions.setdefault(alias, type_text)
+        aliases = TypeAliases(definitions)
+        with self._lock:
+            self._key, self._value = key, aliases
+        return aliases
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:

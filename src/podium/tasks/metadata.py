@@ -1,8 +1,14 @@
-"""Task metadata in the Bolt/PE format, and the choice of what runs on a POSIX node.
+"""Task metadata in the Bolt/PE format, and the choice of what runs on a node.
 
 Everything here is pure: it takes the decoded metadata document and the names of the
 files found beside it, and returns data. Reading files and hashing them is the job of
-:mod:`podium.tasks.codedir`.
+:mod:`podium.tasks.codedir`; parameter types are parsed by :mod:`podium.types`.
+
+Keys read: ``description``, ``parameters`` (``type``, ``description``, ``sensitive``,
+``default``), ``input_method``, ``supports_noop``, ``implementations`` (``name``,
+``requirements``, ``files``, ``input_method``), ``files``, ``private``, ``remote``,
+``extensions``, ``puppet_task_version``. Other keys are kept as written (the API
+returns the document unchanged) but mean nothing to Podium.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from podium.errors import ValidationError
+from podium.types import PType, is_sensitive
 
 # Module and task names, e.g. "package" or "package::status".
 NAME_PART: Final = re.compile(r"\A[a-z][a-z0-9_]*\Z")
@@ -23,9 +30,19 @@ INPUT_METHODS: Final = frozenset({"stdin", "environment", "both", "powershell"})
 # Module folders whose files a task may list and an agent may download.
 MOUNTS: Final = ("files", "lib", "tasks", "scripts")
 _T = TypeVar("_T")
+
+
+class _Requiring(Protocol):
+    @property
+    def requirements(self) -> tuple[str, ...]: ...
+
+
+_Impl = TypeVar("_Impl", bound=_Requiring)
 # Files in tasks/ that are never executables (Puppet ignores them too).
 _NOT_EXECUTABLE: Final = frozenset({"json", "md", "conf"})
 _EXECUTABLE: Final = re.compile(r"\A([a-z][a-z0-9_]*)(?:\.([A-Za-z0-9_]+))?\Z")
+# Agent features an implementation may require (Bolt's names).
+FEATURES: Final = frozenset({"shell", "powershell", "puppet-agent", "python"})
 
 
 class _Missing(enum.Enum):
@@ -41,17 +58,24 @@ MISSING: Final = _Missing.MISSING
 
 @dataclass(frozen=True)
 class TaskParameter:
-    """One declared parameter; ``type`` is the Puppet data type as written."""
+    """One declared parameter; ``type`` is the Puppet data type as written, ``ptype`` the
+    parsed tree (set when the task is loaded from its code directory)."""
 
     name: str
     type: str = "Any"
     description: str = ""
     sensitive: bool = False
     default: Any = MISSING
+    ptype: PType | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_default(self) -> bool:
         return self.default is not MISSING
+
+    @property
+    def is_sensitive(self) -> bool:
+        """Marked ``sensitive``, or of type ``Sensitive[...]``: never shown or logged."""
+        return self.sensitive or (self.ptype is not None and is_sensitive(self.ptype))
 
 
 @dataclass(frozen=True)
@@ -69,29 +93,59 @@ class TaskFile:
 
 
 @dataclass(frozen=True)
+class TaskImplementation:
+    """One way to run a task, its files found and hashed."""
+
+    name: str
+    requirements: tuple[str, ...]
+    executable: TaskFile
+    files: tuple[TaskFile, ...]
+    input_method: str | None
+
+
+@dataclass(frozen=True)
 class Task:
-    """A task ready to run on a POSIX node.
+    """A task ready to run, with every implementation a node may be given.
 
     ``metadata`` is the document as written (the API returns it unchanged, extra keys
-    and all).
+    and all); ``source`` is the metadata file, or the executable when there is none.
     """
 
     name: str
     module: str
     description: str
     parameters: dict[str, TaskParameter]
-    input_method: str | None
     supports_noop: bool
     private: bool
-    executable: TaskFile
-    files: tuple[TaskFile, ...]
+    implementations: tuple[TaskImplementation, ...]
     environment: str
+    source: Path
+    remote: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_name(self) -> str:
+        return self.name.partition("::")[2] or "init"
 
     @property
     def declares_parameters(self) -> bool:
         """Whether undeclared parameters are refused; a task without ``parameters`` takes any."""
         return bool(self.parameters) or "parameters" in self.metadata
+
+    @property
+    def files(self) -> tuple[TaskFile, ...]:
+        """Every file of every implementation, each once, executables first."""
+        found: dict[str, TaskFile] = {}
+        for impl in self.implementations:
+            found.setdefault(impl.executable.filename, impl.executable)
+        for impl in self.implementations:
+            for extra in impl.files:
+                found.setdefault(extra.filename, extra)
+        return tuple(found.values())
+
+    def implementation_for(self, features: Iterable[str]) -> TaskImplementation | None:
+        """What a node with these features runs, or None when nothing fits it."""
+        return choose_implementation(self.implementations, features)
 
 
 @dataclass(frozen=True)
@@ -113,8 +167,10 @@ class TaskMetadata:
     input_method: str | None = None
     supports_noop: bool = False
     private: bool = False
+    remote: bool = False
     implementations: tuple[Implementation, ...] = ()
     files: tuple[str, ...] = ()
+    extensions: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -167,12 +223,17 @@ def parse_metadata(task: str, data: object) -> TaskMetadata:
     implementations = data.get("implementations")
     if implementations is not None and not isinstance(implementations, list):
         raise _invalid(task, "implementations", "must be a list of objects")
+    version = data.get("puppet_task_version")
+    if version is not None and version != 1:
+        raise _invalid(task, "puppet_task_version", f"must be 1, got {json.dumps(version)[:20]}")
     return TaskMetadata(
         description=_optional(task, data, "description", str, "a string") or "",
         parameters=parameters,
         input_method=_input_method(task, data, "input_method"),
         supports_noop=_optional(task, data, "supports_noop", bool, "true or false") or False,
         private=_optional(task, data, "private", bool, "true or false") or False,
+        remote=_optional(task, data, "remote", bool, "true or false") or False,
+        extensions=_optional(task, data, "extensions", dict, "an object") or {},
         implementations=tuple(
             _parse_implementation(task, i, entry) for i, entry in enumerate(implementations or [])
         ),
@@ -192,35 +253,28 @@ def task_executables(task_short_name: str, filenames: Iterable[str]) -> list[str
     return sorted(found)
 
 
-def select_implementation(
+def task_implementations(
     task: str, short: str, meta: TaskMetadata, filenames: Iterable[str]
-) -> Implementation:
-    """The executable a POSIX node runs, from the names of the files in ``tasks/``.
+) -> tuple[Implementation, ...]:
+    """Every way the task can run, in the order a node's features are tried on them.
 
-    With ``implementations``, the first one that does not require PowerShell; without,
-    the single ``<short>.<ext>`` (a ``.ps1`` beside a POSIX script is left to Windows).
+    With ``implementations``, each entry, its executable checked to be in ``tasks/``;
+    without, the single ``<short>.<ext>``, and a ``.ps1`` beside a POSIX script as a
+    second implementation that requires powershell (for Windows nodes).
     """
     present = set(filenames)
     if meta.implementations:
-        posix = [i for i in meta.implementations if "powershell" not in i.requirements]
-        if not posix:
-            names = ", ".join(i.name for i in meta.implementations)
-            raise ValidationError(
-                f"task {task} has no implementation for POSIX nodes: every one of its "
-                f"implementations ({names}) requires powershell",
-                details={"task": task},
-            )
-        chosen = posix[0]
-        if chosen.name not in present:
-            raise ValidationError(
-                f"task {task} has no executable: its metadata names the implementation "
-                f"{chosen.name!r}, expected in the module's tasks/ folder beside {short}.json",
-                details={"task": task, "expected": [chosen.name]},
-            )
-        return chosen
+        for impl in meta.implementations:
+            if impl.name not in present:
+                raise ValidationError(
+                    f"task {task} has no executable {impl.name!r}: its metadata names that "
+                    f"implementation, expected in the module's tasks/ folder beside {short}.json",
+                    details={"task": task, "key": "implementations", "expected": [impl.name]},
+                )
+        return meta.implementations
     candidates = task_executables(short, present)
-    if len(candidates) > 1:
-        candidates = [c for c in candidates if not c.endswith(".ps1")] or candidates
+    posix = [c for c in candidates if not c.endswith(".ps1")]
+    windows = [c for c in candidates if c.endswith(".ps1")]
     if not candidates:
         raise ValidationError(
             f"task {task} has no executable: expected a file named {short}.<ext> (for "
@@ -228,13 +282,24 @@ def select_implementation(
             "folder, or an 'implementations' list in the metadata",
             details={"task": task, "expected": [f"{short}.<ext>"]},
         )
-    if len(candidates) > 1:
+    if len(posix) > 1 or len(windows) > 1:
         raise ValidationError(
             f"task {task} has several executables ({', '.join(candidates)}): keep one, or "
             "say which runs where with an 'implementations' list in the metadata",
             details={"task": task, "found": candidates},
         )
-    return Implementation(name=candidates[0])
+    return (
+        *(Implementation(name=c) for c in posix),
+        *(Implementation(name=c, requirements=("powershell",)) for c in windows),
+    )
+
+
+def choose_implementation(
+    implementations: Sequence[_Impl], features: Iterable[str]
+) -> _Impl | None:
+    """The first implementation whose requirements the node's features all meet."""
+    have = frozenset(features)
+    return next((i for i in implementations if have.issuperset(i.requirements)), None)
 
 
 def parse_file_ref(task: str, ref: object) -> FileRef:
