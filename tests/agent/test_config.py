@@ -49,3 +49,18 @@ def test_a_bad_certname_or_file_is_a_clear_error(tmp_path):
         load(write(tmp_path, "certname = "), FLAGS)
     with pytest.raises(ConfigError, match="cannot read agent config"):
         load(tmp_path / "missing.toml", FLAGS)
+
+
+def test_the_spool_and_cache_ttls_are_days(tmp_path):
+    base = 'server_url = "https://x"\nbrokers = "wss://x"\n'
+    config = load(write(tmp_path, base + "cache_ttl = 3\n"), FLAGS)
+    assert config.cache_ttl.days == 3
+    assert config.spool_ttl.days == 14
+    assert (
+        load(None, {**FLAGS, "server_url": "https://x", "brokers": ["wss://x"]}).cache_ttl.days
+        == 14
+    )
+    with pytest.raises(ConfigError, match="cache_ttl is a number of days greater than 0"):
+        load(write(tmp_path, base + "cache_ttl = 0\n"), FLAGS)
+    with pytest.raises(ConfigError, match="spool_ttl is a number of days"):
+        load(write(tmp_path, base + 'spool_ttl = "a week"\n'), FLAGS)

@@ -153,3 +153,13 @@ async def test_purge_removes_files_unused_for_the_ttl(tmp_path: Path) -> None:
     os.utime(tmp_path / "cache" / SHA, (old, old))
     await cache.get(_spec())
     assert await cache.purge(datetime.now(UTC)) == 0
+
+
+async def test_the_cache_purges_after_its_own_ttl(tmp_path: Path) -> None:
+    cache = FileCache(tmp_path / "cache", Server(), ttl=timedelta(days=2))
+    await cache.get(_spec())
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3)).timestamp()
+    os.utime(tmp_path / "cache" / SHA, (three_days_ago, three_days_ago))
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    assert await cache.purge(two_days_ago) == 0  # then unused for a day only
+    assert await cache.purge(datetime.now(UTC)) == 1

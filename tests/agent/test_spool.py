@@ -265,3 +265,19 @@ def test_metadata_is_replaced_atomically(spool: Spool, monkeypatch: pytest.Monke
     record = spool.get("tx-1")
     assert record is not None and record.status == "accepted"
     assert sorted(p.name for p in spool.path("tx-1").iterdir()) == ["metadata.json"]
+
+
+def test_a_request_that_cannot_be_recorded_leaves_its_id_free(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _create(spool, "tx-1")
+    monkeypatch.undo()
+    assert spool.get("tx-1") is None
+    assert not spool.path("tx-1").exists()
+    _create(spool, "tx-1")  # the request was refused, so it may come again
+    assert spool.get("tx-1") is not None

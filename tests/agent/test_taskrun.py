@@ -1,150 +1,58 @@
-"""Running tasks on the node: Bolt result rules, real task processes, the file cache."""
+"""Running tasks on the node: real task processes, their input, output and deadline."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
+import podium
 from podium.agent import taskrun
-from podium.agent.taskrun import (
-    read_outcome,
-    start_task,
-    task_result,
-    wait_orphan,
-    wait_task,
-)
+from podium.agent.taskrun import read_outcome, start_task, wait_task
 from podium.errors import Conflict, ValidationError
-from podium.tasks import CodeDir, builtin_codedir
 
 TASK_ERROR = "puppetlabs.tasks/task-error"
-
-# -- task_result ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("stdout", "stderr", "code", "ok", "result"),
-    [
-        (b'{"status": "up"}', b"", 0, True, {"status": "up"}),
-        (b'  {"a": [1, 2]}\n', b"noise", 0, True, {"a": [1, 2]}),
-        (b"hello\n", b"", 0, True, {"_output": "hello\n"}),
-        (b"[1, 2]", b"", 0, True, {"_output": "[1, 2]"}),
-        (b'"text"', b"", 0, True, {"_output": '"text"'}),
-        (b"", b"", 0, True, {"_output": ""}),
-        (b'{"a": NaN}', b"", 0, True, {"_output": '{"a": NaN}'}),
-        (b"\xff\xfeok", b"", 0, True, {"_output": "\ufffd\ufffdok"}),
-        (b"warn only", b"to stderr", 0, True, {"_output": "warn only"}),
-        (
-            b"partial",
-            b"boom\n",
-            3,
-            False,
-            {
-                "_output": "partial",
-                "_stderr": "boom\n",
-                "_error": {
-                    "kind": TASK_ERROR,
-                    "msg": "The task errored with a code 3",
-                    "details": {"exitcode": 3},
-                },
-            },
-        ),
-        (
-            b'{"_error": {"kind": "mymod/broken", "msg": "no disk", "details": {"d": 1}}}',
-            b"",
-            1,
-            False,
-            {"_error": {"kind": "mymod/broken", "msg": "no disk", "details": {"d": 1}}},
-        ),
-        (
-            b'{"_error": {"msg": "said so"}}',
-            b"",
-            0,
-            False,
-            {"_error": {"kind": TASK_ERROR, "msg": "said so", "details": {}}},
-        ),
-        (
-            b'{"_error": "just a string"}',
-            b"",
-            2,
-            False,
-            {
-                "_error": {
-                    "kind": TASK_ERROR,
-                    "msg": "The task returned an invalid _error: it must be an object with a msg",
-                    "details": {"original_error": "just a string"},
-                }
-            },
-        ),
-        (
-            b'{"x": 1}',
-            b"",
-            -9,
-            False,
-            {
-                "x": 1,
-                "_error": {
-                    "kind": TASK_ERROR,
-                    "msg": "The task errored with a code -9",
-                    "details": {"exitcode": -9},
-                },
-            },
-        ),
-    ],
-)
-def test_task_result_follows_the_bolt_rules(
-    stdout: bytes, stderr: bytes, code: int, ok: bool, result: dict[str, Any]
-) -> None:
-    assert task_result(stdout, stderr, code) == (ok, result)
+TASK_TIMEOUT = "puppetlabs.tasks/task-timeout"
 
 
-@given(st.binary(max_size=300), st.binary(max_size=50), st.integers(-(2**31), 2**31))
-def test_task_result_never_raises_and_a_nonzero_exit_always_errors(
-    stdout: bytes, stderr: bytes, code: int
-) -> None:
-    ok, result = task_result(stdout, stderr, code)
-    json.dumps(result, allow_nan=False)  # always sendable
-    if code != 0:
-        assert not ok
-        assert isinstance(result["_error"], dict)
-        assert isinstance(result["_error"]["msg"], str)
-    assert ok == (code == 0 and "_error" not in result)
+async def until(condition: Callable[[], object], within: float = 10.0) -> None:
+    """Wait for ``condition`` to hold, failing after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not true after {within} s: {condition}")
+        await asyncio.sleep(0.01)
 
 
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
-        max_leaves=12,
-    ).map(lambda v: {"value": v}),
-    st.integers(-300, 300),
-)
-def test_a_json_object_on_stdout_is_the_result(obj: dict[str, Any], code: int) -> None:
-    ok, result = task_result(json.dumps(obj).encode(), b"", code)
-    assert result["value"] == obj["value"]
-    assert ok == (code == 0)
-
-
-def test_deeply_nested_output_is_text() -> None:
-    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    ok, result = task_result(deep, b"", 0)
-    assert ok and result == {"_output": deep.decode()}
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody reaped is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    return state != b"Z"
 
 
 # -- running tasks --------------------------------------------------------------------
 
-BUILTIN = CodeDir(builtin_codedir())
+BUILTIN_TASKS = Path(podium.__file__).parent / "data" / "modules" / "podium" / "tasks"
 
 
 def _script(folder: Path, name: str, body: str, *, mode: int = 0o755) -> Path:
@@ -177,36 +85,33 @@ async def _run(
 
 
 async def test_builtin_echo_prints_its_message(tmp_path: Path) -> None:
-    echo = BUILTIN.task("production", "podium::echo")
     ok, result = await _run(
         tmp_path,
-        echo.executable.path,
+        BUILTIN_TASKS / "echo.sh",
         {"message": "hello -n $HOME"},
-        input_method=echo.input_method,
-        name=echo.name,
+        input_method="environment",
+        name="podium::echo",
     )
     assert (ok, result) == (True, {"_output": "hello -n $HOME\n"})
 
 
 async def test_builtin_command_runs_a_shell_command(tmp_path: Path) -> None:
-    command = BUILTIN.task("production", "podium::command")
     ok, result = await _run(
         tmp_path,
-        command.executable.path,
+        BUILTIN_TASKS / "command.sh",
         {"command": "echo one; echo two >&2"},
-        input_method=command.input_method,
-        name=command.name,
+        input_method="environment",
+        name="podium::command",
     )
     assert (ok, result) == (True, {"_output": "one\ntwo\n"})
 
 
 async def test_builtin_command_reports_the_exit_code(tmp_path: Path) -> None:
-    command = BUILTIN.task("production", "podium::command")
     ok, result = await _run(
         tmp_path,
-        command.executable.path,
+        BUILTIN_TASKS / "command.sh",
         {"command": "echo failing; exit 7"},
-        input_method=command.input_method,
+        input_method="environment",
     )
     assert not ok
     assert result["_output"] == "failing\n"
@@ -255,7 +160,6 @@ async def test_parameters_arrive_as_pt_environment_variables(tmp_path: Path) -> 
     )
     assert ok
     assert result == {"_output": 'a b|3|true|["x", 1]|mymod::task|unset'}
-    assert (tmp_path / "spool/tx-1/stdin").read_bytes() == b""
 
 
 async def test_both_input_methods_are_used_by_default(tmp_path: Path) -> None:
@@ -360,16 +264,6 @@ async def test_a_task_outlives_an_agent_restart(tmp_path: Path) -> None:
     assert (ok, result) == (True, {"survived": True})
 
 
-async def test_a_child_can_also_be_followed_as_an_orphan(tmp_path: Path) -> None:
-    task = _script(tmp_path, "quick.sh", "#!/bin/sh\nsleep 0.2\necho done\n")
-    txdir = tmp_path / "spool" / "tx-1"
-    pid = await start_task(
-        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path
-    )
-    assert await wait_orphan(txdir, pid, poll=0.01) == (True, {"_output": "done\n"})
-    assert await wait_task(txdir, pid) == (True, {"_output": "done\n"})
-
-
 async def test_a_wrapper_killed_before_recording_an_exit_code_is_a_lost_task(
     tmp_path: Path,
 ) -> None:
@@ -378,7 +272,7 @@ async def test_a_wrapper_killed_before_recording_an_exit_code_is_a_lost_task(
     pid = await start_task(
         txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path
     )
-    await asyncio.sleep(0.2)
+    await until(lambda: (txdir / "stdout").read_bytes() == b"started\n")
     os.killpg(pid, signal.SIGKILL)  # the wrapper leads its own session and group
     ok, result = await wait_task(txdir, pid)
     assert not ok
@@ -394,23 +288,22 @@ async def test_an_orphan_whose_process_is_gone_is_a_lost_task(tmp_path: Path) ->
     gone.wait()
     txdir = tmp_path / "tx-1"
     txdir.mkdir()
-    ok, result = await wait_orphan(txdir, gone.pid, poll=0.01)
+    ok, result = await wait_task(txdir, gone.pid, poll=0.01)
     assert not ok
     assert "no exit code was recorded" in result["_error"]["msg"]
     assert read_outcome(txdir, gone.pid) == (ok, result)
 
 
 async def test_fifty_tasks_run_concurrently(tmp_path: Path) -> None:
-    echo = BUILTIN.task("production", "podium::echo")
     started = []
     for i in range(50):
         txdir = tmp_path / "spool" / f"tx-{i}"
         pid = await start_task(
             txdir,
-            echo.executable.path,
-            task_name=echo.name,
+            BUILTIN_TASKS / "echo.sh",
+            task_name="podium::echo",
             params={"message": f"n{i}"},
-            input_method=echo.input_method,
+            input_method="environment",
             installdir=tmp_path,
         )
         started.append(wait_task(txdir, pid))
@@ -454,26 +347,139 @@ def test_interpreters_are_chosen_by_shebang_then_extension(tmp_path: Path) -> No
     assert taskrun._command(binary) == [str(binary)]
 
 
-def test_integers_too_big_for_the_wire_become_floats():
-    ok, result = task_result(b'{"big": 123456789012345678901234567890, "small": 7}', b"", 0)
+# -- input ----------------------------------------------------------------------------
+
+
+async def test_the_input_file_is_removed_once_the_task_has_it_open(tmp_path: Path) -> None:
+    task = _script(tmp_path, "read.sh", "#!/bin/sh\ncat\n")
+    ok, result = await _run(tmp_path, task, {"password": "hunter2"}, input_method="stdin")
     assert ok
-    assert result == {"big": 1.2345678901234568e29, "small": 7}
-    assert orjson.dumps(result)  # what the agent sends must serialize
+    assert result["password"] == "hunter2"  # it printed its input: a JSON object
+    assert not (tmp_path / "spool/tx-1/stdin").exists()
 
 
-def test_a_result_too_big_for_a_message_is_cut_to_fit_with_a_note():
-    big = {"_output": "x" * 50_000, "_error": {"kind": "k", "msg": "m", "details": {}}}
-    fitted = taskrun.fit_result(big, 10_000)
-    assert len(orjson.dumps(fitted)) <= 10_000
-    assert fitted["_error"] == big["_error"]
-    assert fitted["_output"] == "x" * len(fitted["_output"])
-    assert "over the 10000-byte message limit" in fitted["_truncated"]
-    small = {"_output": "fine"}
-    assert taskrun.fit_result(small, 10_000) is small
+# -- output ---------------------------------------------------------------------------
 
 
-def test_json_nested_deeper_than_the_wire_takes_is_plain_output():
-    text = '{"a":' * 300 + "1" + "}" * 300
-    ok, result = task_result(text.encode(), b"", 0)
+async def test_output_that_is_not_utf8_is_kept_exactly(tmp_path: Path) -> None:
+    task = _script(tmp_path, "bin.sh", "#!/bin/sh\nprintf '\\377\\000ok'\n")
+    ok, result = await _run(tmp_path, task, {})
     assert ok
-    assert result == {"_output": text}
+    assert result["_output"] == "\ufffd\x00ok"
+    assert base64.b64decode(result["_output_base64"]) == b"\xff\x00ok"
+
+
+async def test_output_is_kept_up_to_the_cap_without_a_broken_character(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskrun, "MAX_OUTPUT", 10)
+    task = _script(tmp_path, "long.sh", "#!/bin/sh\nprintf 'aaaaaaaaa\\342\\234\\223 and more'\n")
+    assert await _run(tmp_path, task, {}) == (True, {"_output": "aaaaaaaaa"})
+    assert (tmp_path / "spool/tx-1/stdout").read_bytes().endswith(b" and more")
+
+
+# -- timeout --------------------------------------------------------------------------
+
+# Starts a child that ignores SIGTERM (so only SIGKILL stops it), notes its pid, waits.
+STUBBORN = """
+    #!/bin/sh
+    echo working
+    trap '' TERM
+    sleep 1000 &
+    echo $! > child.pid
+    wait
+"""
+
+
+async def test_a_task_past_its_timeout_is_stopped_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskrun, "KILL_GRACE", 0.2)
+    task = _script(tmp_path, "stubborn.sh", STUBBORN)
+    txdir = tmp_path / "spool" / "tx-1"
+    pid = await start_task(
+        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path,
+        time_limit=1,
+    )  # fmt: skip
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid), 30)
+    assert not ok
+    assert result == {
+        "_error": {
+            "kind": TASK_TIMEOUT,
+            "msg": "the task did not finish within 1 s and was stopped",
+            "details": {"timeout": 1},
+        },
+        "_output": "working\n",
+    }
+    child = int((tmp_path / "child.pid").read_text())
+    await until(lambda: not running(child))
+    await until(lambda: not running(pid))
+
+
+async def test_a_task_that_ends_on_sigterm_is_not_given_the_whole_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskrun, "KILL_GRACE", 1000.0)  # the test's deadline if waited out
+    task = _script(tmp_path, "polite.sh", "#!/bin/sh\nsleep 1000 &\necho $! > child.pid\nwait\n")
+    txdir = tmp_path / "spool" / "tx-1"
+    pid = await start_task(
+        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path,
+        time_limit=0.5,
+    )  # fmt: skip
+    _, result = await asyncio.wait_for(wait_task(txdir, pid), 30)
+    assert result["_error"]["kind"] == TASK_TIMEOUT
+    assert (txdir / "exitcode").read_text() == "143\n"  # the wrapper saw it end
+    await until(lambda: not running(int((tmp_path / "child.pid").read_text())))
+
+
+async def test_a_task_that_finishes_in_time_is_not_stopped(tmp_path: Path) -> None:
+    task = _script(tmp_path, "quick.sh", "#!/bin/sh\necho done\n")
+    txdir = tmp_path / "spool" / "tx-1"
+    pid = await start_task(
+        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path,
+        time_limit=60,
+    )  # fmt: skip
+    assert await wait_task(txdir, pid) == (True, {"_output": "done\n"})
+    assert json.loads((txdir / "deadline").read_text())["timeout"] == 60
+
+
+async def test_the_deadline_outlives_an_agent_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskrun, "KILL_GRACE", 0.2)
+    task = _script(tmp_path, "stubborn.sh", STUBBORN)
+    txdir = tmp_path / "spool" / "tx-deadline"
+    # The first agent process starts the task with a timeout, then goes away.
+    agent = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from podium.agent.taskrun import start_task
+        pid = asyncio.run(start_task(
+            Path({str(txdir)!r}), Path({str(task)!r}), task_name="m::t", params={{}},
+            input_method=None, installdir=Path({str(tmp_path)!r}), time_limit=1))
+        print(pid)
+        """
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", agent], capture_output=True, text=True, check=True, timeout=30
+    )
+    pid = int(started.stdout)
+    # The restarted agent follows the task by its pid, and stops it at the deadline it
+    # was given when it started: it would otherwise sleep for 1000 s.
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid, poll=0.02), 30)
+    assert not ok
+    assert result["_error"]["kind"] == TASK_TIMEOUT
+    await until(lambda: not running(int((tmp_path / "child.pid").read_text())))
+    await until(lambda: not running(pid))
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf")])
+async def test_a_timeout_must_be_a_positive_number(tmp_path: Path, limit: float) -> None:
+    task = _script(tmp_path, "t.sh", "#!/bin/sh\n")
+    with pytest.raises(ValidationError, match="positive number"):
+        await start_task(
+            tmp_path / "tx", task, task_name="m::t", params={}, input_method=None,
+            installdir=tmp_path, time_limit=limit,
+        )  # fmt: skip
+    assert not (tmp_path / "tx").exists()

@@ -4,7 +4,7 @@ import pytest
 
 from podium.cli.job import NO_ANSWER, OK, SOME_FAILED, summarize
 from podium.cli.main import main
-from podium.cli.task import parse_nodes, parse_params
+from podium.cli.task import parse_nodes, parse_params, typed_value
 from podium.errors import ValidationError
 
 
@@ -35,6 +35,51 @@ def test_parameters_come_as_pairs_or_json_but_not_both(tmp_path):
         parse_params(["oops"], None)
     with pytest.raises(ValidationError, match="JSON object"):
         parse_params([], "[1]")
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_text", "value"),
+    [
+        ("5432", "Optional[String[1]]", "5432"),
+        ("5432", "Integer", 5432),
+        ("5432", "Variant[String, Integer]", "5432"),
+        ("1.5", "Float", 1.5),
+        ("true", "Boolean", True),
+        ("true", "String", "true"),
+        ("null", "Optional[Integer]", None),
+        ('["a","b"]', "Array[String]", ["a", "b"]),
+        ('{"mode": "fast"}', "Struct[{mode => String}]", {"mode": "fast"}),
+        ("three", "Integer", "three"),  # not JSON: the server says what is wrong
+        ("[1, 2]", None, [1, 2]),  # undeclared: only arrays and objects are JSON
+        ("3", None, "3"),
+        ("[oops", None, "[oops"),
+        ("NaN", "Float", "NaN"),
+    ],
+)
+def test_a_pairs_value_follows_the_parameters_type(raw, type_text, value):
+    assert typed_value(raw, type_text) == value
+
+
+def test_typed_pairs_and_a_key_given_twice():
+    types = {"count": "Integer", "name": "String"}
+    assert parse_params(["count=3", "name=007"], None, types) == {"count": 3, "name": "007"}
+    with pytest.raises(ValidationError, match="'count' is given twice"):
+        parse_params(["count=3", "count=4"], None, types)
+
+
+def test_pairs_may_follow_options(capsys, tmp_path):
+    from podium.pki.ca import CertificateAuthority
+
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    code = main(
+        ["task", "run", "podium::echo", "--nodes", "a", "message=x", "--server-url",
+         "https://127.0.0.1:9", "--cacert", str(ca.ca_cert_path), "other=y"]
+    )  # fmt: skip
+    assert code == 1  # parsed, then the server could not be reached
+    assert "cannot reach the server" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["job", "show", "1", "stray=1"])
+    assert "unrecognized arguments: stray=1" in capsys.readouterr().err
 
 
 def job(states, total):

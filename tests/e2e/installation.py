@@ -147,8 +147,8 @@ class Installation:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def run_task(self, task: str, params: dict[str, Any], nodes: list[str]) -> str:
-        body = {"task": task, "params": params, "scope": {"nodes": nodes}}
+    def run_task(self, task: str, params: dict[str, Any], nodes: list[str], **options: Any) -> str:
+        body = {"task": task, "params": params, "scope": {"nodes": nodes}, **options}
         return str(self.api.call("POST", "/command/task", json=body)["job"]["name"])
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -210,11 +210,11 @@ class Installation:
 
 @contextlib.contextmanager
 def start_installation(
-    agents: list[str], *, database_url: str | None = None
+    agents: list[str], *, database_url: str | None = None, codedir: Path | None = None
 ) -> Iterator[Installation]:
     """A server and ``agents`` in a temporary directory; all gone when it exits."""
     root = Path(tempfile.mkdtemp(prefix="podium-e2e-"))
-    fleet = Fleet(root, database_url=database_url)
+    fleet = Fleet(root, database_url=database_url, codedir=codedir)
     installation: Installation | None = None
     try:
         fleet.start_server()

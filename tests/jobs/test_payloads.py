@@ -10,17 +10,20 @@ def echo_task():
 
 def test_a_task_request_names_the_task_its_input_and_its_files_with_their_hashes():
     task = echo_task()
-    body = task_request(task, {"message": "hi"}, noop=False)
+    (impl,) = task.implementations
+    body = task_request(task, impl, {"message": "hi"})
     assert body["task"] == "podium::echo"
     assert body["input"] == {"message": "hi"}
     assert "noop" not in body
     (file,) = body["files"]
     assert file["uri"] == {
-        "path": f"/puppet/v3/file_content/tasks/podium/{task.executable.filename}",
+        "path": f"/puppet/v3/file_content/tasks/podium/{impl.executable.filename}",
         "params": {"environment": "production"},
     }
-    assert file["sha256"] == task.executable.sha256
-    assert task_request(task, {}, noop=True)["noop"] is True
+    assert file["sha256"] == impl.executable.sha256
+    assert "timeout" not in body
+    assert task_request(task, impl, {}, noop=True, timeout=9)["noop"] is True
+    assert task_request(task, impl, {}, timeout=9)["timeout"] == 9
 
 
 def test_only_sensitive_parameters_are_masked(tmp_path):

@@ -184,19 +184,26 @@ async def test_values_json_cannot_carry_are_a_400(api, runtime):
 
 async def test_noop_is_refused_for_a_task_that_does_not_support_it(api, runtime):
     await connect(runtime, "web-01", ["shell"])
-    response = await submit(api, task="podium::command", params={"command": "true"},
-                            scope={"nodes": ["web-01"]}, noop=True)
+    response = await submit(
+        api,
+        task="podium::command",
+        params={"command": "true"},
+        scope={"nodes": ["web-01"]},
+        noop=True,
+    )
     assert response.status_code == 400
     assert response.json()["kind"] == "puppetlabs.orchestrator/task-not-noop"
     assert "does not support noop" in response.json()["msg"]
 
 
-@pytest.mark.parametrize("field", [{"noop": "yes"}, {"timeout": 0}, {"timeout": "5"},
-                                   {"timeout": 1.5}])
+@pytest.mark.parametrize(
+    "field", [{"noop": "yes"}, {"timeout": 0}, {"timeout": "5"}, {"timeout": 1.5}]
+)
 async def test_options_of_the_wrong_type_are_a_400(api, runtime, field):
     await connect(runtime, "web-01", ["shell"])
-    response = await submit(api, task="podium::echo", params={"message": "x"},
-                            scope={"nodes": ["web-01"]}, **field)
+    response = await submit(
+        api, task="podium::echo", params={"message": "x"}, scope={"nodes": ["web-01"]}, **field
+    )
     assert response.status_code == 400, response.text
 
 
@@ -204,8 +211,14 @@ async def test_noop_and_timeout_reach_the_node_and_the_job(api, runtime):
     agent = await connect(runtime, "web-01", ["shell"])
     job_id = await finish(
         runtime,
-        await submit(api, task="app::deploy", params={"version": "2"},
-                     scope={"nodes": ["web-01"]}, noop=True, timeout=30),
+        await submit(
+            api,
+            task="app::deploy",
+            params={"version": "2"},
+            scope={"nodes": ["web-01"]},
+            noop=True,
+            timeout=30,
+        ),
     )
     (request,) = agent.requests
     assert request.params["noop"] is True
@@ -223,12 +236,15 @@ async def test_each_node_gets_the_implementation_its_features_allow(api, runtime
     win = await connect(runtime, "win-01", ["powershell"])
     job_id = await finish(
         runtime,
-        await submit(api, task="app::deploy", params={"version": "1"},
-                     scope={"nodes": ["py-01", "sh-01", "old-01", "win-01"]}),
+        await submit(
+            api,
+            task="app::deploy",
+            params={"version": "1"},
+            scope={"nodes": ["py-01", "sh-01", "old-01", "win-01"]},
+        ),
     )
     names = {
-        a.certname: [f["filename"] for f in a.requests[0].params["files"]]
-        for a in (py, sh, old)
+        a.certname: [f["filename"] for f in a.requests[0].params["files"]] for a in (py, sh, old)
     }
     assert names == {
         "py-01": ["deploy.py", "app/files/common.sh"],
@@ -250,9 +266,12 @@ async def test_secrets_are_nowhere_in_clear_but_a_restarted_server_still_sends_t
 ):
     agent = await connect(runtime, "web-01", ["shell"])
     agent.behaviour = lambda request: None  # stays running
-    response = await submit(api, task="app::deploy",
-                            params={"version": "1", "password": SECRET},
-                            scope={"nodes": ["web-01"]})
+    response = await submit(
+        api,
+        task="app::deploy",
+        params={"version": "1", "password": SECRET},
+        scope={"nodes": ["web-01"]},
+    )
     job_id = int(response.json()["job"]["name"])
     deadline = time.monotonic() + 10
     while not agent.requests:
@@ -283,10 +302,8 @@ def _database_text(runtime: Runtime) -> str:
     """Everything the database holds, as text: the files for SQLite, the rows otherwise."""
     if runtime.store.dialect == "sqlite":
         db = Path(runtime.settings.db_url.removeprefix("sqlite:///"))
-        return "".join(
-            p.read_bytes().decode("latin-1") for p in db.parent.glob(db.name + "*")
-        )
-    with runtime.store._engine.connect() as connection:  # noqa: SLF001
+        return "".join(p.read_bytes().decode("latin-1") for p in db.parent.glob(db.name + "*"))
+    with runtime.store._engine.connect() as connection:
         rows = connection.execute(text("SELECT options::text FROM jobs")).scalars()
         return "".join(rows)
 

@@ -33,16 +33,16 @@ def test_builtin_code_has_the_echo_and_command_tasks() -> None:
     code = CodeDir(builtin_codedir())
     assert code.environments() == ["production"]
     tasks = {t.name: t for t in code.list_tasks("production")}
-    assert list(tasks) == ["podium::command", "podium::echo"]
+    assert list(tasks) == ["package", "podium::command", "podium::echo", "service"]
     echo = tasks["podium::echo"]
     assert echo.module == "podium"
     assert echo.environment == "production"
     assert echo.parameters["message"].type == "String"
     assert tasks["podium::command"].parameters["command"].type == "String[1]"
-    content = echo.executable.path.read_bytes()
-    assert echo.executable.filename == "echo.sh"
-    assert echo.executable.sha256 == hashlib.sha256(content).hexdigest()
-    assert echo.executable.size_bytes == len(content)
+    content = echo.implementations[0].executable.path.read_bytes()
+    assert echo.implementations[0].executable.filename == "echo.sh"
+    assert echo.implementations[0].executable.sha256 == hashlib.sha256(content).hexdigest()
+    assert echo.implementations[0].executable.size_bytes == len(content)
 
 
 def test_builtin_scripts_are_plain_posix_sh() -> None:
@@ -87,8 +87,10 @@ def test_environment_conf_sets_the_modulepath(make_tree: Callable[[Tree], Path])
     assert [t.name for t in code.list_tasks("production")] == [
         "app::deploy",
         "base",
+        "package",
         "podium::command",
         "podium::echo",
+        "service",
     ]
 
 
@@ -101,7 +103,10 @@ def test_environment_modules_shadow_base_modules(make_tree: Callable[[Tree], Pat
         }
     )
     task = CodeDir(root).task("production", "tool::run")
-    assert task.executable.path == (root / ENV / "modules/tool/tasks/run.sh").resolve()
+    assert (
+        task.implementations[0].executable.path
+        == (root / ENV / "modules/tool/tasks/run.sh").resolve()
+    )
     with pytest.raises(NotFound):
         CodeDir(root).task("production", "tool::base_only")
 
@@ -139,7 +144,7 @@ def test_unknown_module_says_which_modules_exist(make_tree: Callable[[Tree], Pat
         CodeDir(root).task("production", "nginx::reload")
     assert info.value.kind == UNKNOWN_TASK
     assert "no module 'nginx'" in info.value.msg
-    assert "modules: podium, svc" in info.value.msg
+    assert "modules: package, podium, service, svc" in info.value.msg
 
 
 def test_module_name_alone_means_its_init_task(make_tree: Callable[[Tree], Path]) -> None:
@@ -171,14 +176,15 @@ def test_task_files_include_single_files_and_folders(make_tree: Callable[[Tree],
         }
     )
     task = CodeDir(root).task("production", "app::deploy")
-    assert [f.filename for f in task.files] == [
+    (impl,) = task.implementations
+    assert [f.filename for f in impl.files] == [
         "app/files/common.sh",
         "helpers/lib/helpers/a.rb",
         "helpers/lib/helpers/sub/b.rb",
         "app/scripts/x.sh",
     ]
-    assert task.files[1].sha256 == hashlib.sha256(b"a\n").hexdigest()
-    assert task.files[1].size_bytes == 2
+    assert impl.files[1].sha256 == hashlib.sha256(b"a\n").hexdigest()
+    assert impl.files[1].size_bytes == 2
 
 
 def test_a_task_missing_one_of_its_files_is_invalid(make_tree: Callable[[Tree], Path]) -> None:
@@ -238,7 +244,7 @@ def test_an_executable_symlinked_out_of_the_module_is_refused(
 ) -> None:
     root = make_tree({f"{ENV}/modules/ops/tasks/.keep": "", "outside/evil.sh": SH})
     (root / ENV / "modules/ops/tasks/evil.sh").symlink_to(root / "outside/evil.sh")
-    with pytest.raises(ValidationError, match="not a file inside module ops"):
+    with pytest.raises(ValidationError, match="not a file inside its module"):
         CodeDir(root).task("production", "ops::evil")
 
 
@@ -407,8 +413,13 @@ def test_hashes_are_cached_until_the_file_changes(
     os.utime(script, ns=(1, 1))  # even with an older mtime the change is seen
     changed = code.task("production", "ops::run")
     assert len(calls) == 2
-    assert changed.executable.sha256 != first.executable.sha256
-    assert changed.executable.sha256 == hashlib.sha256(script.read_bytes()).hexdigest()
+    assert (
+        changed.implementations[0].executable.sha256 != first.implementations[0].executable.sha256
+    )
+    assert (
+        changed.implementations[0].executable.sha256
+        == hashlib.sha256(script.read_bytes()).hexdigest()
+    )
 
 
 # -- built-in modules, modulepath, type aliases, implementations ------------------------
@@ -443,7 +454,9 @@ def test_a_modulepath_may_name_an_absolute_shared_folder(
     shared = tmp_path / "usr-share-puppet-modules"
     (shared / "ntp/tasks").mkdir(parents=True)
     (shared / "ntp/tasks/sync.sh").write_text(SH)
-    root = make_tree({f"{ENV}/environment.conf": f"modulepath = modules:{shared}:$basemodulepath\n"})
+    root = make_tree(
+        {f"{ENV}/environment.conf": f"modulepath = modules:{shared}:$basemodulepath\n"}
+    )
     code = CodeDir(root, basemodulepath=[tmp_path / "base1", tmp_path / "base2"])
     assert code.modulepath("production") == [
         root / ENV / "modules",
@@ -460,7 +473,7 @@ def test_type_aliases_come_from_the_modules_types_folders(
 ) -> None:
     root = make_tree(
         {
-            f"{ENV}/modules/net/types/port.pp": "# a TCP port\ntype Net::Port = Integer[1, 65535]\n",
+            f"{ENV}/modules/net/types/port.pp": "type Net::Port = Integer[1, 65535]\n",
             f"{ENV}/modules/app/tasks/run.json": (
                 '{"parameters": {"port": {"type": "Net::Port"}, '
                 '"ports": {"type": "Optional[Array[Net::Port]]"}}}'

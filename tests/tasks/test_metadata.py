@@ -11,12 +11,13 @@ import pytest
 from podium.errors import ValidationError
 from podium.tasks.metadata import (
     MISSING,
+    choose_implementation,
     load_metadata,
     parse_file_ref,
     parse_metadata,
-    select_implementation,
     split_task_name,
     task_display_name,
+    task_implementations,
 )
 
 CASES = sorted((Path(__file__).parent / "cases" / "metadata").glob("*.json"))
@@ -26,14 +27,16 @@ def _run(case: dict[str, Any]) -> dict[str, Any]:
     module, short = split_task_name(case["task"])
     name = task_display_name(module, short)
     meta = parse_metadata(name, case["metadata"])
-    impl = select_implementation(name, short, meta, case["files"])
+    impls = task_implementations(name, short, meta, case["files"])
+    impl = choose_implementation(impls, case.get("features", ["shell"]))
     return {
-        "executable": impl.name,
+        "executable": impl.name if impl else None,
+        "implementations": [i.name for i in impls],
         "description": meta.description,
-        "input_method": impl.input_method or meta.input_method,
+        "input_method": impl.input_method or meta.input_method if impl else None,
         "supports_noop": meta.supports_noop,
         "private": meta.private,
-        "files": [*meta.files, *impl.files],
+        "files": [*meta.files, *(impl.files if impl else ())],
         "parameters": {
             p.name: {"type": p.type, "sensitive": p.sensitive}
             | ({} if p.default is MISSING else {"default": p.default})

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from podium.errors import ValidationError
 from podium.tasks import Task, TaskFile, TaskParameter, validate_params
 from podium.tasks.metadata import TaskImplementation
+
 
 def _task(parameters: dict[str, TaskParameter] | None, **kwargs: Any) -> Task:
     exe = TaskFile(filename="t.sh", path=Path("/nonexistent/t.sh"), sha256="0" * 64, size_bytes=0)
@@ -90,7 +92,11 @@ def test_a_wrong_value_names_task_parameter_type_and_value() -> None:
 
 def test_a_wrong_element_deep_in_a_value_is_named_by_its_path() -> None:
     task = _task(
-        {"opts": TaskParameter("opts", "Struct[{retries => Integer[0, 5], hosts => Array[String]}]")}
+        {
+            "opts": TaskParameter(
+                "opts", "Struct[{retries => Integer[0, 5], hosts => Array[String]}]"
+            )
+        }
     )
     with pytest.raises(ValidationError) as info:
         validate_params(task, {"opts": {"retries": "two", "hosts": []}})
@@ -116,7 +122,9 @@ def test_a_sensitive_type_is_as_secret_as_the_sensitive_flag() -> None:
     assert validate_params(task, {"pw": "long enough"}) == {"pw": "long enough"}
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1, float("-inf")], {"a": float("nan")}])
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), [1, float("-inf")], {"a": float("nan")}]
+)
 def test_values_json_cannot_carry_are_refused(bad: Any) -> None:
     task = _task({"x": TaskParameter("x", "Any")})
     with pytest.raises(ValidationError, match="not a JSON number"):

@@ -33,7 +33,8 @@ class AgentConfig:
     facts_file: Path | None = None
     # Limits
     concurrency: int = 8
-    spool_ttl: timedelta = timedelta(days=14)
+    spool_ttl: timedelta = timedelta(days=14)  # acknowledged results are kept this long
+    cache_ttl: timedelta = timedelta(days=14)  # task files unused this long are removed
     max_message_bytes: int = 1024 * 1024
     # Timeouts
     connect_timeout: float = 10.0
@@ -69,7 +70,7 @@ class AgentConfig:
         return self.cacert or self.ssldir / "certs" / "ca.pem"
 
 
-_DURATIONS = {"spool_ttl"}
+_DURATIONS = {"spool_ttl", "cache_ttl"}  # days in the file
 _PATHS = {"vardir", "cacert", "facts_file"}
 
 
@@ -101,8 +102,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     for name in _PATHS & values.keys():
         values[name] = Path(values[name])
     for name in _DURATIONS & values.keys():
-        if not isinstance(values[name], timedelta):
-            values[name] = timedelta(days=float(values[name]))
+        values[name] = _days(name, values[name])
     config = AgentConfig(**values)
     if not is_certname(config.certname):
         raise ConfigError(
@@ -111,3 +111,11 @@ def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     if config.concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
     return config
+
+
+def _days(name: str, value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return timedelta(days=value)
+    raise ConfigError(f"{name} is a number of days greater than 0, not {value!r}")

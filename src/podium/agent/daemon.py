@@ -1,19 +1,26 @@
 """The agent: keeps a connection to a broker, runs requested actions, reports back.
 
-Results live in the spool until the controller acknowledges them, so a result survives
-a dropped connection or an agent restart; a request whose transaction id is already in
-the spool is answered from the spool and never run again.
+The connection loop dispatches each request to the action registered for its module
+and action (:mod:`podium.agent.actions`) and knows none by name. Results live in the
+spool until the controller acknowledges them, so a result survives a dropped connection
+or an agent restart; a request whose transaction id is already in the spool is answered
+from the spool and never run again. The spool is read and written in worker threads,
+never on the event loop; a spool that fails (a full disk) fails the request with a
+reason, never the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import ssl
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,18 +28,20 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from podium.agent import http
+from podium.agent.actions import (
+    ImmediateAction,
+    Outcome,
+    Registry,
+    SpooledAction,
+    default_registry,
+)
 from podium.agent.config import AgentConfig
+from podium.agent.facts import features as node_features
 from podium.agent.facts import gather
 from podium.agent.filecache import FileCache
+from podium.agent.results import fit_result
 from podium.agent.spool import Spool, TransactionRecord
-from podium.agent.taskrun import (
-    fit_result,
-    read_outcome,
-    recorded_pid,
-    start_task,
-    wait_task,
-)
-from podium.errors import PodiumError, ProtocolError
+from podium.errors import ConfigError, Conflict, PodiumError, ProtocolError
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.backoff import full_jitter
@@ -51,22 +60,46 @@ def _now() -> datetime:
 class Agent:
     """One node's agent."""
 
-    def __init__(self, config: AgentConfig, *, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        ssl_context: ssl.SSLContext,
+        actions: Registry | None = None,
+    ) -> None:
         self.config = config
         self.uri = pcp.make_uri(config.certname, AGENT_TYPE)
+        self.actions = actions if actions is not None else default_registry()
         self._ssl = ssl_context
-        self.spool = Spool(config.spooldir, ttl=config.spool_ttl)
-        self.cache = FileCache(config.cachedir, self._fetch)
+        try:
+            self.spool = Spool(config.spooldir, ttl=config.spool_ttl)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use the spool folder {config.spooldir}: {exc.strerror or exc}"
+            ) from exc
+        self.cache = FileCache(config.cachedir, self._fetch, ttl=config.cache_ttl)
+        self.features: list[str] = []
         self._pool = asyncio.Semaphore(config.concurrency)
+        # Downloads may block a thread for many seconds: they get threads of their own,
+        # so that spool I/O (in the default executor) never waits behind them.
+        self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent-fetch")
+        # Requests being recorded in the spool (in a worker thread), by transaction id:
+        # a re-sent request that arrives meanwhile shares the outcome, never runs twice.
+        self._claims: dict[str, asyncio.Future[_Claim]] = {}
         self._ws: ClientConnection | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+
+    def accepting(self, txid: str) -> bool:
+        """Whether a request with this id is being recorded in the spool right now."""
+        return txid in self._claims
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def run(self) -> None:
         """Recover unfinished work, then stay connected until :meth:`stop`."""
-        self._recover()
+        self.features = await asyncio.to_thread(node_features)
+        await self._recover()
         self._spawn(self._housekeeping())
         attempt = 0
         while not self._stopping.is_set():
@@ -92,6 +125,7 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._downloads.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -116,8 +150,8 @@ class Agent:
             self._ws = ws
             log.info("connected to %s as %s", url, self.uri)
             try:
-                self._send_facts()
-                for record in self.spool.unacknowledged():
+                await self._send_facts()
+                for record in await self._unacknowledged():
                     self._send_result(record)
                 async for frame in ws:
                     self._receive(frame)
@@ -130,15 +164,42 @@ class Agent:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent task failed", exc_info=task.exception())
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(3600)
-            removed = await asyncio.to_thread(self.spool.purge, _now())
-            await self.cache.purge(_now())
+            try:
+                removed = await asyncio.to_thread(self.spool.purge, _now())
+                await self.cache.purge(_now())
+            except OSError as exc:
+                log.error("could not purge the spool or the task cache: %s", exc)
+                continue
             if removed:
                 log.info("purged %d old transactions from the spool", removed)
+
+    async def _recover(self) -> None:
+        """After a restart: hand every unfinished transaction back to its action."""
+        try:
+            records = await asyncio.to_thread(self.spool.running)
+        except OSError as exc:
+            log.error("cannot read the spool to recover unfinished work: %s", exc)
+            return
+        for record in records:
+            action = self.actions.get(record.module, record.action)
+            if isinstance(action, SpooledAction):
+                self._spawn(self._resume(action, record))
+                continue
+            text = (
+                f"the agent restarted and no longer offers {record.module}/{record.action}; "
+                "the transaction was not followed"
+            )
+            self._spawn(self._finish(record, False, _error("podium.agent/interrupted", text)))
 
     # -- sending ----------------------------------------------------------------------
 
@@ -150,16 +211,28 @@ class Agent:
         ws_send(ws, pcp.serialize(env))
         return True
 
-    def _send_facts(self) -> None:
-        facts = gather(self.config.certname, self.config.facts_file)
-        self._send(msg.FactsUpdate(facts=facts), "pcp://*/server")
+    async def _send_facts(self) -> None:
+        facts = await asyncio.to_thread(gather, self.config.certname, self.config.facts_file)
+        self._send(msg.FactsUpdate(facts=facts, features=self.features), "pcp://*/server")
 
-    def _send_result(self, record: TransactionRecord) -> None:
+    async def _unacknowledged(self) -> list[TransactionRecord]:
+        try:
+            return await asyncio.to_thread(self.spool.unacknowledged)
+        except OSError as exc:
+            log.error("cannot read the spool for results to send: %s", exc)
+            return []
+
+    def _send_result(self, record: TransactionRecord, target: str | None = None) -> None:
+        target = target or record.requester
+        if not target:  # a damaged record: nobody to send it to until it is asked for
+            return
         results = record.results or {}
         self._send(
-            msg.NonBlockingResponse(transaction_id=record.transaction_id, results=results),
-            record.requester,
+            msg.NonBlockingResponse(transaction_id=record.transaction_id, results=results), target
         )
+
+    def _refuse(self, env: pcp.Envelope, txid: str, description: str) -> None:
+        self._send(msg.RpcError(transaction_id=txid, description=description), env.sender, env.id)
 
     # -- receiving --------------------------------------------------------------------
 
@@ -171,8 +244,7 @@ class Agent:
             log.warning("ignoring an invalid message: %s", exc.msg)
             return
         if isinstance(message, msg.ResultAck):
-            with contextlib.suppress(PodiumError):
-                self.spool.acknowledge(message.transaction_id, _now())
+            self._spawn(self._acknowledge(message.transaction_id))
         elif isinstance(message, msg.BlockingRequest | msg.NonBlockingRequest):
             self._on_request(env, message)
         elif isinstance(message, msg.Error):
@@ -181,139 +253,148 @@ class Agent:
             log.debug("ignoring %s from %s", env.message_type, env.sender)
 
     def _on_request(self, env: pcp.Envelope, request: msg.Request) -> None:
+        action = self.actions.get(request.module, request.action)
+        if action is None:
+            self._refuse(env, request.transaction_id, self.actions.unknown(*_pair(request)))
+        elif isinstance(action, ImmediateAction):
+            self._spawn(self._answer(env, request, action))
+        elif isinstance(action, SpooledAction):
+            txid = request.transaction_id
+            claim = self._claims.get(txid)
+            owner = claim is None
+            if claim is None:
+                claim = asyncio.ensure_future(asyncio.to_thread(self._claim, env, request, action))
+                self._claims[txid] = claim
+                claim.add_done_callback(lambda _: self._claims.pop(txid, None))
+            self._spawn(self._accept(env, request, action, claim, owner=owner))
+
+    def _claim(self, env: pcp.Envelope, request: msg.Request, action: SpooledAction[Any]) -> _Claim:
+        """Find the transaction in the spool, or check the request and record it
+        (blocking: in a worker thread, one at a time per transaction id)."""
         txid = request.transaction_id
-        if (request.module, request.action) == ("status", "query"):
-            self._answer_status(env, request)
-            return
         record = self.spool.get(txid)
         if record is not None:
-            # A re-sent request: answer from the spool, never run twice.
-            if record.status in ("success", "failure"):
-                self._send_result(record)
-            else:
-                self._send(msg.ProvisionalResponse(transaction_id=txid), env.sender, env.id)
+            return _Claim(record)
+        parsed = action.parse(request.params)
+        try:
+            record = self.spool.create(
+                txid,
+                module=request.module,
+                action=request.action,
+                params=action.stored(request.params),
+                requester=env.sender,
+                now=_now(),
+            )
+        except Conflict:  # taken meanwhile by another process on the same spool
+            record = self.spool.get(txid)
+            if record is None:
+                raise
+            return _Claim(record)
+        return _Claim(record, new=True, request=parsed)
+
+    async def _accept(
+        self,
+        env: pcp.Envelope,
+        request: msg.Request,
+        action: SpooledAction[Any],
+        claim: asyncio.Future[_Claim],
+        *,
+        owner: bool,
+    ) -> None:
+        txid = request.transaction_id
+        try:
+            found = await claim
+        except PodiumError as exc:
+            self._refuse(env, txid, exc.msg)
             return
-        if (request.module, request.action) != ("task", "run"):
-            self._send(
-                msg.RpcError(
-                    transaction_id=txid,
-                    description=f"unknown action {request.module}/{request.action}; "
-                    "this agent offers task/run and status/query",
-                ),
-                env.sender,
-                env.id,
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self._refuse(
+                env,
+                txid,
+                f"the agent cannot record transaction {txid} in its spool ({reason}); "
+                "it was not run",
             )
             return
-        record = self.spool.create(
-            txid,
-            module=request.module,
-            action=request.action,
-            params=request.params,
-            requester=env.sender,
-            now=_now(),
-        )
+        except Exception as exc:
+            log.exception("cannot take %s %s", action.name, txid)
+            self._refuse(env, txid, f"the agent failed to take the request: {exc!r}")
+            return
+        record = found.record
+        if record.finished:
+            # A re-sent request: answer from the spool, never run twice.
+            self._send_result(record, env.sender)
+            return
         self._send(msg.ProvisionalResponse(transaction_id=txid), env.sender, env.id)
-        self._spawn(self._run_task(record))
+        if found.new and owner:
+            self._spawn(self._run(action, record, found.request))
 
-    def _answer_status(self, env: pcp.Envelope, request: msg.Request) -> None:
-        wanted = request.params.get("transaction_id")
-        record = None
-        with contextlib.suppress(PodiumError):
-            record = self.spool.get(str(wanted))
-        status = "unknown"
-        results: dict[str, Any] = {"transaction_id": wanted}
-        if record is not None:
-            status = {"accepted": "running"}.get(record.status, record.status)
-            if record.results is not None:
-                results["results"] = record.results
-        results["status"] = status
-        reply = msg.BlockingResponse(transaction_id=request.transaction_id, results=results)
-        self._send(reply, env.sender, env.id)
+    async def _answer(
+        self, env: pcp.Envelope, request: msg.Request, action: ImmediateAction
+    ) -> None:
+        txid = request.transaction_id
+        try:
+            results = await action.answer(self, request.params)
+        except PodiumError as exc:
+            self._refuse(env, txid, exc.msg)
+            return
+        except OSError as exc:
+            self._refuse(env, txid, f"the agent cannot read its spool: {exc.strerror or exc}")
+            return
+        except Exception as exc:
+            log.exception("%s %s failed", action.name, txid)
+            self._refuse(env, txid, f"the agent failed to answer: {exc!r}")
+            return
+        self._send(msg.BlockingResponse(transaction_id=txid, results=results), env.sender, env.id)
 
-    # -- actions ----------------------------------------------------------------------
+    async def _acknowledge(self, txid: str) -> None:
+        try:
+            await asyncio.to_thread(self.spool.acknowledge, txid, _now())
+        except (PodiumError, OSError) as exc:
+            log.warning("cannot record the acknowledgement of %s: %s", txid, exc)
 
-    async def _run_task(self, record: TransactionRecord) -> None:
-        txid = record.transaction_id
+    # -- running ----------------------------------------------------------------------
+
+    async def _run(
+        self, action: SpooledAction[Any], record: TransactionRecord, request: Any
+    ) -> None:
         async with self._pool:
-            try:
-                ok, results = await self._execute(record)
-            except PodiumError as exc:
-                ok, results = False, _error("puppetlabs.tasks/task-error", exc.msg)
-            except Exception as exc:
-                log.exception("task %s failed unexpectedly", txid)
-                ok, results = False, _error("podium.agent/internal-error", str(exc))
-        await self._finish(txid, ok, results)
+            outcome = await self._outcome(action, record, action.run(self, record, request))
+        await self._finish(record, *outcome)
 
-    async def _finish(self, txid: str, ok: bool, results: dict[str, Any]) -> None:
+    async def _resume(self, action: SpooledAction[Any], record: TransactionRecord) -> None:
+        outcome = await self._outcome(action, record, action.resume(self, record))
+        await self._finish(record, *outcome)
+
+    async def _outcome(
+        self, action: SpooledAction[Any], record: TransactionRecord, running: Awaitable[Outcome]
+    ) -> Outcome:
+        try:
+            ok, results = await running
+        except PodiumError as exc:
+            return False, {"_error": exc.to_dict()}
+        except Exception as exc:
+            log.exception("%s %s failed unexpectedly", action.name, record.transaction_id)
+            return False, _error("podium.agent/internal-error", str(exc) or type(exc).__name__)
+        return ok, results
+
+    async def _finish(self, record: TransactionRecord, ok: bool, results: dict[str, Any]) -> None:
         # Room for the envelope around the results, so the message fits the broker's cap.
         fitted = fit_result(results, self.config.max_message_bytes - pcp.ENVELOPE_ROOM)
-        record = await asyncio.to_thread(
-            self.spool.finish,
-            txid,
-            status="success" if ok else "failure",
-            results=fitted,
-            now=_now(),
-        )
+        try:
+            record = await asyncio.to_thread(
+                self.spool.finish,
+                record.transaction_id,
+                status="success" if ok else "failure",
+                results=fitted,
+                now=_now(),
+            )
+        except (OSError, PodiumError) as exc:
+            log.error(
+                "cannot store the result of %s (%s); sending it once", record.transaction_id, exc
+            )
+            record = replace(record, status="success" if ok else "failure", results=fitted)
         self._send_result(record)
-
-    async def _execute(self, record: TransactionRecord) -> tuple[bool, dict[str, Any]]:
-        params = record.params
-        files = params.get("files")
-        if not isinstance(files, list) or not files or not isinstance(params.get("task"), str):
-            raise ProtocolError("task/run needs 'task' and a non-empty 'files' list")
-        paths = [await self.cache.get(spec) for spec in files]
-        txdir = self.spool.path(record.transaction_id)
-        task_input = params.get("input") or {}
-        if not isinstance(task_input, dict):
-            raise ProtocolError("task/run: 'input' must be an object")
-        installdir = paths[0].parent
-        if len(paths) > 1:
-            # Extra files sit at <installdir>/<module>/<mount>/<path>, as Bolt lays them out.
-            installdir = txdir / "install"
-            for spec, path in zip(files[1:], paths[1:], strict=True):
-                link = installdir / spec["filename"]  # parts checked by the file cache
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(path)
-        pid = await start_task(
-            txdir,
-            paths[0],
-            task_name=params["task"],
-            params=task_input,
-            input_method=params.get("input_method"),
-            installdir=installdir,
-            noop=bool(params.get("noop", False)),
-        )
-        # No spool write here: the wrapper has recorded its pid for recovery already.
-        return await wait_task(txdir, pid)
-
-    def _recover(self) -> None:
-        """After a restart: follow tasks that kept running, close the others."""
-        for record in self.spool.running():
-            txid = record.transaction_id
-            txdir = self.spool.path(txid)
-            pid = recorded_pid(txdir)
-            if pid is not None or (txdir / "exitcode").exists():
-                self._spawn(self._follow(txid, pid))
-                continue
-            if (txdir / "pid").exists():  # started before the node rebooted
-                kind, text = (
-                    "podium.agent/lost",
-                    ("the node restarted while the task ran; its outcome is unknown"),
-                )
-            else:
-                kind, text = (
-                    "podium.agent/interrupted",
-                    ("the agent stopped before the task started; it was not run"),
-                )
-            self.spool.finish(txid, status="failure", results=_error(kind, text), now=_now())
-
-    async def _follow(self, txid: str, pid: int | None) -> None:
-        txdir = self.spool.path(txid)
-        if pid is None:  # it ended before the restart
-            ok, results = await asyncio.to_thread(read_outcome, txdir)
-        else:
-            ok, results = await wait_task(txdir, pid)
-        await self._finish(txid, ok, results)
 
     async def _fetch(self, path_and_query: str) -> bytes:
         """A task file from the server, retried while the server is away (it may be
@@ -324,7 +405,9 @@ class Agent:
         attempt = 0
         while True:
             try:
-                return await asyncio.to_thread(http.request, url, context=self._ssl)
+                return await loop.run_in_executor(
+                    self._downloads, functools.partial(http.request, url, context=self._ssl)
+                )
             except http.HttpError as exc:
                 if not exc.transient or loop.time() > deadline:
                     raise
@@ -332,6 +415,19 @@ class Agent:
                 log.warning("download of %s failed (%s); retrying in %.1f s", url, exc.msg, delay)
                 await self._sleep(delay)
                 attempt += 1
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A request's transaction as the spool has it; ``new`` if this request made it."""
+
+    record: TransactionRecord
+    new: bool = False
+    request: Any = None
+
+
+def _pair(request: msg.Request) -> tuple[str, str]:
+    return request.module, request.action
 
 
 def ws_send(ws: ClientConnection, data: bytes) -> None:
@@ -407,7 +503,7 @@ def run_agent(config: AgentConfig) -> int:
     async def main() -> None:
         agent = Agent(config, ssl_context=context)
         loop = asyncio.get_running_loop()
-        # Blocking work (downloads, process start, spool writes) needs few threads.
+        # Short blocking work (spool I/O, process starts) needs few threads.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)

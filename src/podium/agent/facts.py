@@ -1,4 +1,5 @@
-"""The facts an agent reports about its node: a few cheap core facts plus a local file."""
+"""What an agent reports about its node: a few cheap core facts plus a local file, and
+the features it can run tasks with."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from podium import __version__
 
 log = logging.getLogger(__name__)
+
+# Where puppet-agent packages put the puppet command, often not on PATH.
+PUPPET_BIN: Final = Path("/opt/puppetlabs/bin/puppet")
 
 
 def _os_release() -> dict[str, str]:
@@ -69,3 +75,26 @@ def gather(certname: str, facts_file: Path | None) -> dict[str, Any]:
     else:
         log.warning("ignoring facts file %s: it must hold a JSON object", facts_file)
     return facts
+
+
+def features(
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+    exists: Callable[[Path], bool] = Path.exists,
+    posix: bool = os.name == "posix",
+) -> list[str]:
+    """What this node can run tasks with, sorted, as Bolt names the features that task
+    implementations require: ``shell``, ``powershell``, ``python``, ``puppet-agent``.
+
+    Blocking (a few PATH look-ups): the agent works it out once, at start.
+    """
+    found = set()
+    if posix:  # /bin/sh is POSIX's
+        found.add("shell")
+    if which("pwsh"):
+        found.add("powershell")
+    if which("python3"):
+        found.add("python")
+    if which("puppet") or exists(PUPPET_BIN):
+        found.add("puppet-agent")
+    return sorted(found)

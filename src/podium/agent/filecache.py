@@ -27,14 +27,21 @@ class FileCache:
     and returns the body. Concurrent requests for one file share one download.
     """
 
-    def __init__(self, root: Path, fetch: Callable[[str], Awaitable[bytes]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fetch: Callable[[str], Awaitable[bytes]],
+        *,
+        ttl: timedelta = timedelta(days=14),
+    ) -> None:
         self.root = Path(root)
+        self.ttl = ttl
         self._fetch = fetch
         self._inflight: dict[tuple[str, str], asyncio.Future[Path]] = {}
 
     async def get(self, spec: Mapping[str, Any]) -> Path:
         """The local copy of a task file described as in the PE API's ``files`` list."""
-        sha256, size, basename, url = _check_spec(spec)
+        sha256, size, basename, url = check_spec(spec)
         key = (sha256, basename)
         future = self._inflight.get(key)
         if future is None:
@@ -61,14 +68,17 @@ class FileCache:
         await asyncio.to_thread(_store, path, data)
         return path
 
-    async def purge(self, now: datetime, ttl: timedelta = timedelta(days=14)) -> int:
-        """Remove files not used for ``ttl``; returns how many cache entries went."""
+    async def purge(self, now: datetime, ttl: timedelta | None = None) -> int:
+        """Remove files not used for ``ttl`` (the cache's own by default); returns how
+        many cache entries went."""
         busy = {sha for sha, _ in self._inflight}
-        return await asyncio.to_thread(_purge, self.root, (now - ttl).timestamp(), busy)
+        cutoff = (now - (self.ttl if ttl is None else ttl)).timestamp()
+        return await asyncio.to_thread(_purge, self.root, cutoff, busy)
 
 
-def _check_spec(spec: Mapping[str, Any]) -> tuple[str, int, str, str]:
-    """(sha256, size, basename, path?query) of a file entry, each safe to use."""
+def check_spec(spec: Mapping[str, Any]) -> tuple[str, int, str, str]:
+    """(sha256, size, basename, path?query) of a file entry, each safe to use;
+    :class:`ValidationError` if it is not."""
     if not isinstance(spec, Mapping):
         raise ValidationError("a task file entry must be an object")
     filename = spec.get("filename")

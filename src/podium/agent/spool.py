@@ -2,8 +2,12 @@
 
 ``<root>/<transaction_id>/`` holds::
 
-    metadata.json   the request and its state; replaced atomically on every change
-    stdin stdout stderr exitcode    the task's input and outcome (written by the runner)
+    metadata.json   the request and its state; replaced atomically on every change. The
+                    params are what the action lets be stored: never a task's input
+    pid stdout stderr exitcode deadline install/
+                    a task's process, outcome, time limit and files (written by the
+                    runner, see :mod:`podium.agent.taskrun`); its ``stdin`` is removed
+                    as soon as the task has it open
     result.json     the final result, written before metadata says "success"/"failure"
     acknowledged    present once the server has confirmed it received the result
 
@@ -63,7 +67,8 @@ class TransactionRecord:
 
 
 class Spool:
-    """Transactions on disk, safe across agent restarts. Blocking I/O: small files only."""
+    """Transactions on disk, safe across agent restarts. Blocking I/O (small files, but
+    fsync'd): the agent calls it from worker threads. Disk errors raise OSError."""
 
     def __init__(self, root: Path, *, ttl: timedelta = timedelta(days=14)) -> None:
         self.root = Path(root)
@@ -107,7 +112,12 @@ class Spool:
             final.mkdir(mode=0o700)
         except FileExistsError as exc:
             raise _taken(txid) from exc
-        _write_json(final / _METADATA, meta)
+        try:
+            _write_json(final / _METADATA, meta)
+        except BaseException:
+            # Not recorded (a full disk): the request is refused, so the id stays free.
+            shutil.rmtree(final, ignore_errors=True)
+            raise
         return _record(meta, acknowledged=False, results=None)
 
     def get(self, txid: str) -> TransactionRecord | None:

@@ -1,38 +1,65 @@
-"""Running a task on the node: the Bolt result rules, a detached runner, the file cache.
+"""Running a task on the node: a detached wrapper, its outcome, its deadline.
 
-A task runs under a small ``/bin/sh`` wrapper in its own session, with its input and
-output in files of the transaction's spool folder; the wrapper writes the exit code to
-``exitcode`` (newline-terminated, so a reader knows it is whole) when the task ends.
+A task runs under a small ``/bin/sh`` wrapper in its own session (its process group is
+the wrapper's pid), with its input and output in files of the transaction's spool
+folder::
+
+    pid       "<pid> <boot id>", written by the wrapper before anything else
+    stdin     the task's input: the wrapper opens it and removes it before the task
+              starts, so input that may hold passwords stays on disk for a moment only
+    stdout stderr
+    exitcode  written by the wrapper when the task ends (newline-terminated, so a
+              reader knows it is whole)
+    deadline  {"timeout": N, "deadline": <unix time>}, when the task has a timeout
+
 The task and its recorded outcome thus survive the agent being stopped or killed, and a
-restarted agent picks up the result with :func:`wait_task` from the wrapper's pid.
+restarted agent picks up the result with :func:`wait_task` from the wrapper's pid; the
+deadline is in the folder too, so a task followed after a restart is still stopped at
+the time it was given when it started.
 
 API:
 
-- :func:`task_result` (pure): stdout, stderr, exit code → (succeeded, result).
 - :func:`start_task` → pid of the wrapper; :func:`wait_task` → (succeeded, result).
   ``wait_task`` awaits the process (a pidfd in the event loop) when this agent process
-  started it, and otherwise polls for the exit code while the pid is alive
-  (:func:`wait_orphan`, for tasks left by an earlier agent process).
+  started it, and otherwise polls for the exit code while the wrapper is alive (a task
+  left by an earlier agent process). Past the deadline it stops the task's process
+  group: SIGTERM, then SIGKILL after :data:`KILL_GRACE` seconds.
 - :func:`read_outcome` (blocking): the outcome recorded in a transaction folder.
+- The result rules themselves are in :mod:`podium.agent.results`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import re
+import signal
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
+from podium.agent.results import (
+    lost_result,
+    task_result,
+    timeout_result,
+    trim_partial_character,
+)
 from podium.errors import Conflict, ValidationError
+from podium.files import write_atomic
 
-TASK_ERROR: Final = "puppetlabs.tasks/task-error"
+Outcome = tuple[bool, dict[str, Any]]
+
 # Output kept from each of stdout and stderr; the rest stays in the spool files.
 MAX_OUTPUT: Final = 8 * 1024 * 1024
+# Seconds a task stopped at its deadline has between SIGTERM and SIGKILL.
+KILL_GRACE: Final = 5.0
 
 # The only variables a task inherits from the agent (which may hold secrets).
 _INHERITED_ENV: Final = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
@@ -48,42 +75,22 @@ _INTERPRETERS: Final[dict[str, tuple[str, ...]]] = {
     ".sh": ("/bin/sh",),
     ".ps1": ("pwsh", "-NoProfile", "-NonInteractive", "-File"),
 }
-# $1 is the transaction folder, the rest the command. The wrapper records its pid
-# first, so an agent killed before it could note the pid still finds the task after a
-# restart; the exit code ends with a newline, so a reader can tell it is complete.
+# $0 names the wrapper, $1 is the transaction folder, $2 the boot id, the rest the
+# command. The wrapper records its pid first, so an agent killed before it could note
+# the pid still finds the task after a restart. It holds the input open on fd 3 and
+# removes the file before the task runs. It traps SIGTERM so that, when the task's
+# group is told to stop, it outlives the task and records how it ended: the grace
+# period before SIGKILL is then the task's own.
+_WRAPPER_NAME: Final = "podium-task"
 _WRAPPER: Final = (
-    'd=$1; echo "$$ $2" >"$d/pid"; shift 2; "$@" <"$d/stdin" >"$d/stdout" 2>"$d/stderr"; '
+    'd=$1; echo "$$ $2" >"$d/pid"; shift 2; '
+    'exec 3<"$d/stdin"; rm -f "$d/stdin"; trap : TERM; '
+    '"$@" <&3 >"$d/stdout" 2>"$d/stderr" 3<&-; '
     'printf "%s\\n" "$?" >"$d/exitcode"'
 )
-_LOST: Final = "the agent lost track of the task: no exit code was recorded"
 
 
-# -- results --------------------------------------------------------------------------
-
-
-def task_result(stdout: bytes, stderr: bytes, exitcode: int) -> tuple[bool, dict[str, Any]]:
-    """(succeeded, result) by the Bolt rules.
-
-    A JSON object on stdout is the result, other output becomes ``{"_output": text}``;
-    a failed task gets an ``_error`` (a non-zero exit adds a task-error with the exit
-    code) and, when it wrote to stderr, ``_stderr``.
-    """
-    text = stdout.decode("utf-8", errors="replace")
-    result = _json_object(text)
-    if result is None:
-        result = {"_output": text}
-    if "_error" in result:
-        result["_error"] = _normalise_error(result["_error"])
-    elif exitcode != 0:
-        result["_error"] = {
-            "kind": TASK_ERROR,
-            "msg": f"The task errored with a code {exitcode}",
-            "details": {"exitcode": exitcode},
-        }
-    succeeded = exitcode == 0 and "_error" not in result
-    if not succeeded and stderr:
-        result.setdefault("_stderr", stderr.decode("utf-8", errors="replace"))
-    return succeeded, result
+# -- the spool folder -----------------------------------------------------------------
 
 
 def _read_boot_id() -> str:
@@ -97,6 +104,15 @@ def _read_boot_id() -> str:
 BOOT_ID: Final = _read_boot_id()
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a task must have finished: ``timeout`` seconds after it started, at ``at``
+    (unix time, so that it means the same to a restarted agent)."""
+
+    timeout: float
+    at: float
+
+
 def recorded_pid(txdir: Path) -> int | None:
     """The wrapper's pid as it wrote it, if it got that far in this boot of the node."""
     try:
@@ -104,6 +120,19 @@ def recorded_pid(txdir: Path) -> int | None:
         return int(pid) if boot == BOOT_ID else None
     except (OSError, ValueError):
         return None
+
+
+def read_deadline(txdir: Path) -> Deadline | None:
+    """The task's deadline, if it was given a timeout (blocking; a small read)."""
+    try:
+        data = json.loads((txdir / "deadline").read_bytes())
+        return Deadline(timeout=float(data["timeout"]), at=float(data["deadline"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Written atomically before the task started: damage means someone else wrote
+        # it. Stop the task now rather than let it run for ever.
+        return Deadline(timeout=0.0, at=0.0)
 
 
 def _exit_code(txdir: Path) -> int | None:
@@ -115,93 +144,33 @@ def _exit_code(txdir: Path) -> int | None:
     return int(text) if text.endswith("\n") else None
 
 
-def read_outcome(txdir: Path, pid: int | None = None) -> tuple[bool, dict[str, Any]]:
+def read_outcome(txdir: Path, pid: int | None = None) -> Outcome:
     """The outcome recorded in a transaction folder (blocking; small reads)."""
     stdout = _read_capped(txdir / "stdout")
     stderr = _read_capped(txdir / "stderr")
     try:
         exitcode = _exit_code(txdir)
-        if exitcode is None:
-            raise ValueError("no complete exit code")
-    except (OSError, ValueError):
-        result: dict[str, Any] = {
-            "_error": {"kind": TASK_ERROR, "msg": _LOST, "details": {"pid": pid}}
-        }
-        if stdout:
-            result["_output"] = stdout.decode("utf-8", errors="replace")
-        if stderr:
-            result["_stderr"] = stderr.decode("utf-8", errors="replace")
-        return False, result
+    except ValueError:
+        exitcode = None
+    if exitcode is None:
+        return False, lost_result(stdout, stderr, pid)
     return task_result(stdout, stderr, exitcode)
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
-        orjson.dumps(value)  # nested deeper than the wire format takes: plain output
-    except (ValueError, RecursionError, TypeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def fit_result(result: dict[str, Any], limit: int) -> dict[str, Any]:
-    """``result``, or a shortened one whose encoding fits in ``limit`` bytes (a message
-    must fit the broker's cap); the full output stays in the spool."""
-    size = len(orjson.dumps(result))
-    if size <= limit:
-        return result
-    output = result.get("_output")
-    text = output if isinstance(output, str) else orjson.dumps(result).decode()
-    kept: dict[str, Any] = {}
-    error = result.get("_error")
-    if error is not None and len(orjson.dumps(error)) < limit // 4:
-        kept["_error"] = error
-    kept["_truncated"] = (
-        f"the result was {size} bytes, over the {limit}-byte message limit; "
-        "the full output is in the agent's spool"
-    )
-    budget = limit // 2
-    while True:
-        fitted = {**kept, "_output": text[:budget]}
-        if len(orjson.dumps(fitted)) <= limit or budget == 0:
-            return fitted
-        budget //= 2
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _int64(digits: str) -> int | float:
-    """Integers beyond 64 bits become floats: the wire format carries no bigger ones."""
-    value = int(digits)
-    return value if -(2**63) <= value < 2**64 else float(value)
-
-
-def _normalise_error(error: object) -> dict[str, Any]:
-    """A task's own ``_error``, made safe for readers: kind, msg and details present."""
-    if isinstance(error, dict) and isinstance(error.get("msg"), str):
-        fixed = dict(error)
-        if not isinstance(fixed.get("kind"), str):
-            fixed["kind"] = TASK_ERROR
-        if not isinstance(fixed.get("details"), dict):
-            fixed["details"] = {}
-        return fixed
-    return {
-        "kind": TASK_ERROR,
-        "msg": "The task returned an invalid _error: it must be an object with a msg",
-        "details": {"original_error": error},
-    }
+def read_timed_out(txdir: Path, deadline: Deadline) -> Outcome:
+    """The outcome of a task stopped at its deadline: an error, and its output so far."""
+    stdout = _read_capped(txdir / "stdout")
+    stderr = _read_capped(txdir / "stderr")
+    return False, timeout_result(stdout, stderr, deadline.timeout)
 
 
 def _read_capped(path: Path) -> bytes:
     try:
         with path.open("rb") as f:
-            return f.read(MAX_OUTPUT)
+            data = f.read(MAX_OUTPUT)
     except FileNotFoundError:
         return b""
+    return trim_partial_character(data) if len(data) == MAX_OUTPUT else data
 
 
 # -- running --------------------------------------------------------------------------
@@ -222,59 +191,117 @@ async def start_task(
     input_method: str | None,
     installdir: Path,
     noop: bool = False,
+    time_limit: float | None = None,
 ) -> int:
     """Start a task detached from the agent; returns the wrapper's pid.
 
     The task gets ``params`` plus ``_task``, ``_installdir`` (and ``_noop`` when asked)
     as JSON on stdin and/or as ``PT_<name>`` variables (``input_method``: stdin,
     environment, or both, the default), runs in ``installdir``, and inherits only a
-    few harmless environment variables from the agent.
+    few harmless environment variables from the agent. With a ``time_limit`` (seconds),
+    :func:`wait_task` stops it that long after it started.
     """
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise ValidationError(f"a task's timeout must be a positive number, not {time_limit!r}")
     task_input = {**params, "_task": task_name, "_installdir": str(installdir)}
     if noop:
         task_input["_noop"] = True
     use_stdin, use_env = _input_channels(input_method)
     env = _task_environment(task_input if use_env else {}, stdin_too=use_stdin)
     stdin = json.dumps(task_input) if use_stdin else ""
-    popen = await asyncio.to_thread(_spawn, txdir, executable, installdir, stdin, env)
+    popen = await asyncio.to_thread(_spawn, txdir, executable, installdir, stdin, env, time_limit)
     _children[popen.pid] = (popen, txdir.name)
     return popen.pid
 
 
-async def wait_task(txdir: Path, pid: int, *, poll: float = 0.05) -> tuple[bool, dict[str, Any]]:
-    """Wait for a task started by :func:`start_task`, here or by an earlier agent process.
+async def wait_task(txdir: Path, pid: int, *, poll: float = 0.05) -> Outcome:
+    """Wait for a task started by :func:`start_task`, here or by an earlier agent
+    process, and stop it if it runs past its deadline.
 
     A wrapper this process started is awaited through a pidfd (no polling, no thread);
-    any other pid is followed by :func:`wait_orphan`.
+    any other pid is followed by polling, at an interval growing from ``poll`` to 1 s.
+    If that process is gone without having written an exit code, the task failed and
+    the agent lost track of it.
     """
     child = _children.get(pid)
-    if child is None or child[1] != txdir.name:
-        return await wait_orphan(txdir, pid, poll=poll)
-    await _wait_child(child[0], poll)
-    _children.pop(pid, None)
+    popen = child[0] if child is not None and child[1] == txdir.name else None
+    deadline = await asyncio.to_thread(read_deadline, txdir)
+    if deadline is None:
+        await _ended(txdir, pid, popen, poll)
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + (deadline.at - time.time())):
+                await _ended(txdir, pid, popen, poll)
+        except TimeoutError:
+            if _exit_code(txdir) is None:
+                await _stop(txdir, pid, popen, poll)
+                _forget(pid, popen)
+                return await asyncio.to_thread(read_timed_out, txdir, deadline)
+    _forget(pid, popen)
     return await asyncio.to_thread(read_outcome, txdir, pid)
 
 
-async def wait_orphan(
-    txdir: Path, pid: int, *, poll: float = 0.05, max_poll: float = 1.0
-) -> tuple[bool, dict[str, Any]]:
-    """Wait for a wrapper by polling for ``exitcode`` while ``pid`` is alive.
+def _forget(pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    if popen is not None:
+        popen.poll()  # reaps it once it has exited; never blocks
+        _children.pop(pid, None)
 
-    For a task left by an earlier agent process. The interval grows from ``poll`` to
-    ``max_poll``. If the process is gone without having written an exit code, the task
-    failed and the agent lost track of it.
-    """
-    child = _children.get(pid)
+
+async def _ended(txdir: Path, pid: int, popen: subprocess.Popen[bytes] | None, poll: float) -> None:
+    """Until the wrapper has exited (our child) or recorded an exit code (an orphan)."""
+    if popen is not None:
+        await _child_exited(popen, poll)
+        return
+    await _orphan_ended(txdir, pid, poll, until_exit_code=True)
+
+
+async def _orphan_ended(txdir: Path, pid: int, poll: float, *, until_exit_code: bool) -> None:
+    """Until a wrapper this process did not start has exited (or, if asked, recorded
+    its exit code), polling at an interval growing from ``poll`` to 1 s."""
     delay = poll
-    while _exit_code(txdir) is None and (child[0].poll() is None if child else _alive(pid)):
+    while _is_wrapper(pid, txdir):
+        if until_exit_code and _exit_code(txdir) is not None:
+            return
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, max(poll, max_poll))
-    return await asyncio.to_thread(read_outcome, txdir, pid)
+        delay = min(delay * 1.5, max(poll, 1.0))
 
 
-async def _wait_child(popen: subprocess.Popen[bytes], poll: float) -> None:
-    """Until our child exits, then reap it."""
-    if popen.poll() is not None:
+async def _stop(txdir: Path, pid: int, popen: subprocess.Popen[bytes] | None, poll: float) -> None:
+    """Stop the task's process group: SIGTERM, then SIGKILL once the grace is over.
+
+    Processes that left the task's session (daemons it started) are not reached.
+    """
+    if popen is None and not _is_wrapper(pid, txdir):
+        return  # the pid is no longer the wrapper's: never signal a stranger
+    _signal_group(pid, signal.SIGTERM)
+    await _gone(txdir, pid, popen, poll, KILL_GRACE)
+    # Then whatever is left of the group: children that ignore SIGTERM, or that were
+    # still cleaning up when the wrapper ended.
+    _signal_group(pid, signal.SIGKILL)
+    await _gone(txdir, pid, popen, poll, KILL_GRACE)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _gone(
+    txdir: Path, pid: int, popen: subprocess.Popen[bytes] | None, poll: float, limit: float
+) -> None:
+    """Until the wrapper has exited, for at most ``limit`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            if popen is not None:
+                await _child_exited(popen, poll)
+            else:
+                await _orphan_ended(txdir, pid, poll, until_exit_code=False)
+
+
+async def _child_exited(popen: subprocess.Popen[bytes], poll: float) -> None:
+    """Until our child has exited (it is reaped by :func:`_forget`)."""
+    if popen.returncode is not None:
         return
     try:
         pidfd = os.pidfd_open(popen.pid)
@@ -297,7 +324,6 @@ async def _wait_child(popen: subprocess.Popen[bytes], poll: float) -> None:
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-    popen.wait()  # it has exited: this only reaps it
 
 
 def _alive(pid: int) -> bool:
@@ -316,6 +342,23 @@ def _alive(pid: int) -> bool:
         return True  # no /proc here: trust kill()
     # "pid (comm) S ...": the state follows the last parenthesis.
     return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
+
+
+def _is_wrapper(pid: int, txdir: Path) -> bool:
+    """Whether ``pid`` is alive and still the wrapper of the task in ``txdir`` (a pid
+    recorded by an earlier agent process may since have been given to another)."""
+    if not _alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc here: trust the pid
+    # /bin/sh -c <script> podium-task <txdir> <boot id> <command...>
+    return (
+        len(argv) > 4
+        and argv[3] == _WRAPPER_NAME.encode()
+        and os.path.basename(argv[4]) == os.fsencode(txdir.name)
+    )
 
 
 def _input_channels(input_method: str | None) -> tuple[bool, bool]:
@@ -354,22 +397,30 @@ def _task_environment(task_input: dict[str, Any], *, stdin_too: bool) -> dict[st
 
 
 def _spawn(
-    txdir: Path, executable: Path, installdir: Path, stdin: str, env: dict[str, str]
+    txdir: Path,
+    executable: Path,
+    installdir: Path,
+    stdin: str,
+    env: dict[str, str],
+    time_limit: float | None,
 ) -> subprocess.Popen[bytes]:
-    """Write the task's stdin and start the wrapper (blocking: run in a thread)."""
+    """Write the task's stdin and deadline, start the wrapper (blocking: in a thread)."""
     if not installdir.is_dir():
         raise ValidationError(f"the task's install folder {installdir} does not exist")
     txdir = txdir.absolute()
-    if (txdir / "exitcode").exists():
-        raise Conflict(f"{txdir} already holds a finished task; a transaction runs once")
+    if (txdir / "exitcode").exists() or (txdir / "pid").exists():
+        raise Conflict(f"{txdir} already holds a task that started; a transaction runs once")
+    argv = _command(executable.absolute())
     txdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(txdir / "stdin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(stdin)
-    argv = _command(executable.absolute())
+    if time_limit is not None:
+        deadline = {"timeout": time_limit, "deadline": time.time() + time_limit}
+        write_atomic(txdir / "deadline", orjson.dumps(deadline), mode=0o600)
     try:
         return subprocess.Popen(
-            ["/bin/sh", "-c", _WRAPPER, "podium-task", str(txdir), BOOT_ID, *argv],
+            ["/bin/sh", "-c", _WRAPPER, _WRAPPER_NAME, str(txdir), BOOT_ID, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -378,7 +429,14 @@ def _spawn(
             start_new_session=True,
         )
     except OSError as exc:
+        discard_input(txdir)
         raise ValidationError(f"cannot start task {executable.name}: {exc}") from exc
+
+
+def discard_input(txdir: Path) -> None:
+    """Remove a task's input file left behind by a task that never started."""
+    with contextlib.suppress(FileNotFoundError):
+        (txdir / "stdin").unlink()
 
 
 def _command(executable: Path) -> list[str]:

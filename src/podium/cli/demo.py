@@ -95,10 +95,8 @@ def run(args: argparse.Namespace) -> int:
             given = " ".join(shlex.quote(p) for p in pairs) or (
                 f"--params {shlex.quote(args.params)}" if args.params else ""
             )
-            print(
-                f"$ podium task run {args.task} {given} --nodes {','.join(demo.certnames)}\n"
-                .replace("  ", " ")
-            )
+            command = " ".join(["podium task run", args.task, given, "--nodes"]).replace("  ", " ")
+            print(f"$ {command} {','.join(demo.certnames)}\n")
             body = {"task": args.task, "params": params, "scope": {"nodes": demo.certnames}}
             job = client.call("POST", "/command/task", json=body)["job"]
             print(f"New job ID: {job['name']}")

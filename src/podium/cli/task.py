@@ -6,8 +6,8 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
@@ -15,12 +15,11 @@ from podium.cli.job import ERROR, watch
 from podium.errors import PodiumError, ValidationError
 from podium.types import check, parse_type
 
-
 _PAIRS_HELP = (
     "KEY=VALUE pairs (in any order with the options) or --params JSON, not both. A value "
     "stays a string where the parameter's type accepts a string (port=5432 for "
-    "Optional[String] is \"5432\"); otherwise it is read as JSON: a number, true/false, "
-    "null, an array or an object (count=3 for Integer is 3, tags='[\"a\",\"b\"]' an array)."
+    'Optional[String] is "5432"); otherwise it is read as JSON: a number, true/false, '
+    'null, an array or an object (count=3 for Integer is 3, tags=\'["a","b"]\' an array).'
 )
 
 

@@ -178,9 +178,11 @@ class JobService:
         description: str = "",
         owner: str = "anonymous",
         noop: bool = False,
-        timeout: float | None = None,
+        run_timeout: float | None = None,
     ) -> int:
-        """Start a task job on ``nodes``; returns the job id."""
+        """Start a task job on ``nodes``; returns the job id. ``run_timeout``: seconds a
+        node's run may take before its agent stops it."""
+        timeout = run_timeout
         if not self.link.ready.is_set():
             raise Unavailable(
                 "the server has no connection to a broker right now, so no node can be "
@@ -207,7 +209,7 @@ class JobService:
                 kind="puppetlabs.orchestrator/empty-target",
             )
         known = await asyncio.to_thread(self.store.node_features, certnames)
-        features = {c: known.get(c) for c in certnames}
+        features: dict[str, list[str] | None] = {c: known.get(c) for c in certnames}
         for certname in certnames:  # reported since the last flush
             queued = self._batch.facts.get(certname)
             if queued is not None:
@@ -242,13 +244,14 @@ class JobService:
         self._batch.job_states.append((job_id, "running", now))
         for certname in certnames:
             request = requests[certname]
-            if isinstance(request, str):  # no implementation fits this node
-                pending = self._track(job_id, certname, txids[certname], {})
-                self._settle(pending, "failed", {}, request)
-                continue
-            pending = self._track(job_id, certname, txids[certname], request)
+            pending = self._track(
+                job_id, certname, txids[certname], request if isinstance(request, dict) else {}
+            )
             if certname in self.link.connected:
-                self._send_request(pending)
+                if isinstance(request, str):  # no implementation fits this node
+                    self._settle(pending, "failed", {}, request)
+                else:
+                    self._send_request(pending)
             elif certname in known:
                 self._settle(
                     pending, "failed", {}, f"node {certname} is not connected to the broker"

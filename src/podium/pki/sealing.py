@@ -45,9 +45,7 @@ class Sealer:
             raise PKIError("not a sealed value")
         try:
             raw = base64.b64decode(text[len(_PREFIX) :], validate=True)
-            plain = self._aead.decrypt(
-                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], purpose.encode()
-            )
+            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], purpose.encode())
         except (ValueError, InvalidTag) as exc:
             raise PKIError(
                 "a sealed value cannot be opened: it was sealed with another key "

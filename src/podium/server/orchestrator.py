@@ -81,7 +81,7 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
         environment=body.environment,
         description=body.description,
         noop=body.noop,
-        timeout=body.timeout,
+        run_timeout=body.timeout,
     )
     job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
     return JSONResponse({"job": job}, status_code=202)

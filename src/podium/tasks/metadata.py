@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
 from podium.errors import ValidationError
-from podium.types import PType, is_sensitive
+from podium.types import PType, is_sensitive, parse_type
 
 # Module and task names, e.g. "package" or "package::status".
 NAME_PART: Final = re.compile(r"\A[a-z][a-z0-9_]*\Z")
@@ -73,9 +73,19 @@ class TaskParameter:
         return self.default is not MISSING
 
     @property
+    def parsed_type(self) -> PType:
+        """The type tree (parsed from ``type`` when not loaded from a code directory)."""
+        return self.ptype if self.ptype is not None else parse_type(self.type)
+
+    @property
     def is_sensitive(self) -> bool:
         """Marked ``sensitive``, or of type ``Sensitive[...]``: never shown or logged."""
-        return self.sensitive or (self.ptype is not None and is_sensitive(self.ptype))
+        if self.sensitive:
+            return True
+        try:
+            return is_sensitive(self.parsed_type)
+        except ValidationError:  # an unparsable type is refused elsewhere
+            return False
 
 
 @dataclass(frozen=True)
@@ -259,8 +269,8 @@ def task_implementations(
     """Every way the task can run, in the order a node's features are tried on them.
 
     With ``implementations``, each entry, its executable checked to be in ``tasks/``;
-    without, the single ``<short>.<ext>``, and a ``.ps1`` beside a POSIX script as a
-    second implementation that requires powershell (for Windows nodes).
+    without, the single ``<short>.<ext>`` (runs anywhere), or a POSIX script for nodes
+    with ``shell`` and a ``.ps1`` beside it for nodes with ``powershell``.
     """
     present = set(filenames)
     if meta.implementations:
@@ -288,10 +298,12 @@ def task_implementations(
             "say which runs where with an 'implementations' list in the metadata",
             details={"task": task, "found": candidates},
         )
-    return (
-        *(Implementation(name=c) for c in posix),
-        *(Implementation(name=c, requirements=("powershell",)) for c in windows),
-    )
+    if posix and windows:  # one for each kind of node
+        return (
+            Implementation(name=posix[0], requirements=("shell",)),
+            Implementation(name=windows[0], requirements=("powershell",)),
+        )
+    return (Implementation(name=candidates[0]),)
 
 
 def choose_implementation(

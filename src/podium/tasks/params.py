@@ -15,18 +15,12 @@ import math
 from typing import Any, Final
 
 from podium.errors import ValidationError
-from podium.tasks.metadata import Task, TaskParameter
-from podium.types import PType, accepts_undef, check, parse_type
+from podium.tasks.metadata import Task
+from podium.types import accepts_undef, check
 
 VALIDATION_ERROR: Final = "puppetlabs.orchestrator/validation-error"
 # Deeper values are refused before they are walked (the wire format takes no deeper).
 _MAX_DEPTH: Final = 255
-
-
-def parameter_type(param: TaskParameter) -> PType:
-    """The parsed type of a parameter (parsed from its text when the task came from
-    elsewhere than a code directory)."""
-    return param.ptype if param.ptype is not None else parse_type(param.type)
 
 
 def validate_params(task: Task, params: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +47,7 @@ def validate_params(task: Task, params: dict[str, Any]) -> dict[str, Any]:
                 )
     result = dict(params)
     for name, param in task.parameters.items():
-        ptype = parameter_type(param)
+        ptype = param.parsed_type
         if name not in params:
             if param.has_default:
                 result[name] = copy.deepcopy(param.default)

@@ -1,0 +1,4 @@
+#!/bin/sh
+sleep 1000 &
+echo $! > "$PT_pidfile"
+wait

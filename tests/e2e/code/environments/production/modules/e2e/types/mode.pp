@@ -1,0 +1,2 @@
+# How a deployment goes.
+type E2e::Mode = Enum[fast, safe]

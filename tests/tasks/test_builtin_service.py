@@ -1,0 +1,376 @@
+"""The built-in ``service`` task, run as the agent runs it: PT_ variables in, JSON out.
+
+The init-script branch drives a throw-away LSB script in /etc/init.d whose daemon is a
+``sleep``; the systemd branch runs only where systemd runs the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import podium
+from podium.errors import ValidationError
+from podium.tasks import CodeDir, builtin_codedir, validate_params
+
+SCRIPT = Path(podium.__file__).resolve().parent / "data/modules/service/tasks/init.sh"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INIT_D = Path("/etc/init.d")
+SYSTEMD_RUNNING = Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+BOOT_TOOL = shutil.which("update-rc.d") or shutil.which("chkconfig")
+
+needs_init_d = pytest.mark.skipif(
+    not (INIT_D.is_dir() and os.access(INIT_D, os.W_OK)), reason="needs a writable /etc/init.d"
+)
+
+# An LSB init script: a `sleep` as its daemon, its pid in PIDFILE; "start" fails
+# printing FAILFILE when that file exists.
+INIT_SCRIPT = """\
+#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          {name}
+# Required-Start:
+# Required-Stop:
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: Podium test service
+### END INIT INFO
+pidfile={pidfile}
+running() {{
+    [ -f "$pidfile" ] || return 1
+    pid=$(cat "$pidfile")
+    [ -r "/proc/$pid/stat" ] && ! sed 's/.*) //' "/proc/$pid/stat" | grep -q '^Z'
+}}
+start() {{
+    if [ -f {failfile} ]; then cat {failfile}; exit 1; fi
+    running && return 0
+    sleep 1000 </dev/null >/dev/null 2>&1 &
+    echo $! >"$pidfile"
+}}
+stop() {{
+    running && kill "$(cat "$pidfile")"
+    rm -f "$pidfile"
+}}
+case $1 in
+start) start ;;
+stop) stop ;;
+restart) stop; start ;;
+status) running && exit 0; exit 3 ;;
+*) echo "usage: $0 start|stop|restart|status"; exit 2 ;;
+esac
+"""
+
+
+@dataclass
+class InitService:
+    """A throw-away /etc/init.d service."""
+
+    name: str
+    pidfile: Path
+    failfile: Path
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text())
+        except FileNotFoundError:
+            return None
+
+
+@dataclass
+class Outcome:
+    exitcode: int
+    result: dict[str, Any]
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The ``_error`` of a failed run."""
+        assert self.exitcode != 0, self.result
+        error: dict[str, Any] = self.result["_error"]
+        return error
+
+
+def run_service(tmp_path: Path, *, noop: bool = False, **params: str) -> Outcome:
+    """Run the task with ``params`` as PT_ variables; its stdout must be one JSON object."""
+    env = {"PATH": PATH, "PT__task": "service", "PT__installdir": str(tmp_path)}
+    env.update({f"PT_{key}": value for key, value in params.items()})
+    if noop:
+        env["PT__noop"] = "true"
+    proc = subprocess.run(
+        [str(SCRIPT)],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    result = json.loads(proc.stdout)
+    assert isinstance(result, dict), proc.stdout
+    return Outcome(proc.returncode, result)
+
+
+def ok(tmp_path: Path, **params: Any) -> dict[str, Any]:
+    """The result of a run that must succeed."""
+    outcome = run_service(tmp_path, **params)
+    assert outcome.exitcode == 0, outcome
+    assert "_error" not in outcome.result
+    return outcome.result
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2 :][:1] != "Z"
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[InitService]:
+    """A stopped, disabled init-script service; removed (daemon killed) afterwards."""
+    svc = InitService(
+        f"podium-test-{secrets.token_hex(4)}", tmp_path / "svc.pid", tmp_path / "svc.fail"
+    )
+    script = INIT_D / svc.name
+    script.write_text(INIT_SCRIPT.format(name=svc.name, pidfile=svc.pidfile, failfile=svc.failfile))
+    script.chmod(0o755)
+    try:
+        yield svc
+    finally:
+        pid = svc.pid()
+        if pid is not None and alive(pid):
+            os.kill(pid, 9)
+        if shutil.which("update-rc.d"):
+            subprocess.run(["update-rc.d", "-f", svc.name, "remove"], capture_output=True)
+        elif shutil.which("chkconfig"):
+            subprocess.run(["chkconfig", "--del", svc.name], capture_output=True)
+        script.unlink(missing_ok=True)
+
+
+def init(tmp_path: Path, svc: InitService, action: str, **params: Any) -> dict[str, Any]:
+    """Run ``action`` on the init-script service and return the result."""
+    return ok(tmp_path, action=action, name=svc.name, manager="init", **params)
+
+
+# -- metadata ---------------------------------------------------------------------------
+
+
+def test_the_task_is_built_in_with_pe_parameters() -> None:
+    task = CodeDir(builtin_codedir()).task("production", "service")
+    implementation = task.implementation_for({"shell"})
+    assert implementation is not None
+    assert implementation.executable.path == SCRIPT
+    assert implementation.input_method == "environment"
+    assert task.supports_noop
+    assert {name: p.type for name, p in task.parameters.items()} == {
+        "action": "Enum[start, stop, restart, status, enable, disable]",
+        "name": "String[1]",
+        "manager": "Optional[Enum[systemd, init]]",
+    }
+    assert validate_params(task, {"action": "restart", "name": "cron"}) == {
+        "action": "restart",
+        "name": "cron",
+    }
+    with pytest.raises(ValidationError, match=r"action.*reload"):
+        validate_params(task, {"action": "reload", "name": "cron"})
+    assert SCRIPT.stat().st_mode & 0o777 == 0o755
+
+
+# -- init scripts -----------------------------------------------------------------------
+
+
+@needs_init_d
+def test_start_status_stop_status_through_the_init_script(
+    tmp_path: Path, service: InitService
+) -> None:
+    assert init(tmp_path, service, "status")["status"] == "stopped"
+
+    started = init(tmp_path, service, "start")
+    assert started["status"] == "running"
+    assert started["manager"] == "init"
+    pid = service.pid()
+    assert pid is not None
+    assert alive(pid)
+    assert init(tmp_path, service, "status")["status"] == "running"
+
+    assert init(tmp_path, service, "stop")["status"] == "stopped"
+    wait_for(lambda: not alive(pid))
+    assert init(tmp_path, service, "status")["status"] == "stopped"
+
+
+@needs_init_d
+@pytest.mark.skipif(SYSTEMD_RUNNING, reason="systemd runs this machine: it is the default")
+def test_without_systemd_init_scripts_are_the_default(tmp_path: Path, service: InitService) -> None:
+    result = ok(tmp_path, action="status", name=service.name)
+    assert result == {"status": "stopped", "enabled": "disabled", "manager": "init"}
+
+
+@needs_init_d
+def test_start_of_a_running_service_leaves_it_alone(tmp_path: Path, service: InitService) -> None:
+    init(tmp_path, service, "start")
+    pid = service.pid()
+    assert init(tmp_path, service, "start")["status"] == "running"
+    assert service.pid() == pid
+
+
+@needs_init_d
+def test_restart_runs_a_new_daemon(tmp_path: Path, service: InitService) -> None:
+    init(tmp_path, service, "start")
+    first = service.pid()
+    assert first is not None
+    assert init(tmp_path, service, "restart")["status"] == "running"
+    second = service.pid()
+    assert second is not None
+    assert second != first
+    assert alive(second)
+    wait_for(lambda: not alive(first))
+
+
+@needs_init_d
+def test_noop_says_what_would_happen_and_changes_nothing(
+    tmp_path: Path, service: InitService
+) -> None:
+    assert init(tmp_path, service, "start", noop=True) == {
+        "status": "stopped",
+        "enabled": "disabled",
+        "manager": "init",
+        "noop": True,
+        "would": "start",
+    }
+    assert service.pid() is None
+    assert init(tmp_path, service, "stop", noop=True)["would"] == "nothing"
+    assert init(tmp_path, service, "restart", noop=True)["would"] == "restart"
+    assert init(tmp_path, service, "status", noop=True)["noop"] is True
+    assert init(tmp_path, service, "status")["status"] == "stopped"
+
+
+@needs_init_d
+@pytest.mark.skipif(BOOT_TOOL is None, reason="needs update-rc.d or chkconfig")
+def test_enable_and_disable_change_what_starts_at_boot(
+    tmp_path: Path, service: InitService
+) -> None:
+    assert init(tmp_path, service, "enable", noop=True)["would"] == "enable"
+    assert init(tmp_path, service, "status")["enabled"] == "disabled"
+    assert init(tmp_path, service, "enable")["enabled"] == "enabled"
+    assert init(tmp_path, service, "status")["enabled"] == "enabled"
+    assert init(tmp_path, service, "disable")["enabled"] == "disabled"
+    assert init(tmp_path, service, "status")["enabled"] == "disabled"
+    # Neither starts or stops the service.
+    assert init(tmp_path, service, "status")["status"] == "stopped"
+
+
+@needs_init_d
+def test_a_failing_init_script_is_reported_with_its_output_intact(
+    tmp_path: Path, service: InitService
+) -> None:
+    # Every character JSON must escape, and some it must not.
+    output = 'cannot "start": \\path\\ \ttab \r\x01\x1b[31m\x7f caf\u00e9 \u2603\nsecond line'
+    service.failfile.write_text(output + "\n")
+    outcome = run_service(tmp_path, action="start", name=service.name, manager="init")
+    error = outcome.error
+    assert error["kind"] == "podium.service/action-failed"
+    assert error["msg"] == (
+        f"/etc/init.d/{service.name} start exited with code 1: " + output.split("\n")[0]
+    )
+    assert error["details"] == {
+        "name": service.name,
+        "manager": "init",
+        "exitcode": 1,
+        "output": output,
+    }
+
+
+@needs_init_d
+def test_an_unknown_service_is_an_error(tmp_path: Path) -> None:
+    name = f"podium-test-missing-{secrets.token_hex(4)}"
+    outcome = run_service(tmp_path, action="status", name=name, manager="init")
+    assert outcome.error["kind"] == "podium.service/unknown-service"
+    assert f"no service named '{name}'" in outcome.error["msg"]
+    assert f"/etc/init.d/{name}" in outcome.error["msg"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../bin/sh",
+        "x/y",
+        ".hidden",
+        "-h",
+        "x;touch {marker}",
+        "$(touch {marker})",
+        "`touch {marker}`",
+        "x touch",
+        "x\ntouch",
+        "x*",
+        "x'y",
+    ],
+)
+def test_names_a_shell_or_a_path_would_read_are_refused(tmp_path: Path, name: str) -> None:
+    marker = tmp_path / "marker"
+    name = name.format(marker=marker)
+    outcome = run_service(tmp_path, action="start", name=name)
+    assert outcome.error["kind"] == "podium.service/invalid-parameter"
+    assert outcome.error["details"] == {"name": name}
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"action": "reload", "name": "x"}, "action must be one of start, stop, restart"),
+        ({"action": "status"}, "name must be a service name"),
+        ({"action": "status", "name": "x", "manager": "upstart"}, "manager must be systemd"),
+    ],
+)
+def test_invalid_parameters_are_refused(
+    tmp_path: Path, params: dict[str, str], message: str
+) -> None:
+    outcome = run_service(tmp_path, **params)
+    assert outcome.error["kind"] == "podium.service/invalid-parameter"
+    assert message in outcome.error["msg"]
+
+
+# -- systemd ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(SYSTEMD_RUNNING, reason="systemd runs this machine")
+def test_asking_for_systemd_where_it_does_not_run_is_an_error(tmp_path: Path) -> None:
+    outcome = run_service(tmp_path, action="status", name="cron", manager="systemd")
+    assert outcome.error["kind"] == "podium.service/no-service-manager"
+    assert "systemd is not running on this node" in outcome.error["msg"]
+
+
+@pytest.mark.skipif(not SYSTEMD_RUNNING, reason="systemd does not run this machine")
+def test_systemd_status_of_the_journal(tmp_path: Path) -> None:
+    result = ok(tmp_path, action="status", name="systemd-journald")
+    assert result["manager"] == "systemd"
+    assert result["status"] == "running"
+    assert result["active_state"] == "active"
+    assert result["sub_state"] == "running"
+    assert result["enabled"] in {"static", "enabled", "indirect"}
+
+
+@pytest.mark.skipif(not SYSTEMD_RUNNING, reason="systemd does not run this machine")
+def test_systemd_unknown_unit_is_an_error(tmp_path: Path) -> None:
+    outcome = run_service(tmp_path, action="status", name=f"podium-no-{secrets.token_hex(4)}")
+    assert outcome.error["kind"] == "podium.service/unknown-service"
