@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+
+import httpx
 import pytest
 
 from e2e.installation import NODES, Installation, wait_for
@@ -37,3 +40,13 @@ def test_revoked_agent_is_disconnected_and_refused(fleet: Installation) -> None:
     assert nodes[NODES[0]]["result"] == {"_output": "hi\n"}
     assert not fleet.connected(certname)
     fleet.stop_agent(certname)
+    # Nor may its certificate fetch task files any more.
+    ssldir = fleet.vardir(certname) / "ssl"
+    context = ssl.create_default_context(cafile=str(fleet.fleet.cacert))
+    context.load_cert_chain(
+        ssldir / "certs" / f"{certname}.pem", ssldir / "private_keys" / f"{certname}.pem"
+    )
+    url = f"{fleet.fleet.server_url}/puppet/v3/file_content/tasks/podium/echo.sh"
+    refused = httpx.get(url, params={"environment": "production"}, verify=context)
+    assert refused.status_code == 403
+    assert "revoked" in refused.json()["msg"]

@@ -89,7 +89,8 @@ def sizes(draw: st.DrawFn) -> tuple[int, int | None]:
 @st.composite
 def integer_types(draw: st.DrawFn) -> IntegerType:
     low = draw(st.none() | st.integers(-_INT64, _INT64 - 1))
-    return IntegerType(low, draw(st.none() | st.integers(low or -_INT64, _INT64 - 1)))
+    high = st.integers(-_INT64 if low is None else low, _INT64 - 1)
+    return IntegerType(low, draw(st.none() | high))
 
 
 @st.composite
