@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from podium.errors import NotFound, Unauthenticated, ValidationError
+from podium.errors import NotFound, ValidationError
 from podium.jobs.payloads import file_entries
 from podium.jobs.states import NODE_STATES
 from podium.protocol.names import validate_certname
 from podium.server import views
+from podium.server.auth import require_token
 from podium.server.runtime import Runtime
 from podium.tasks.metadata import NAME_PART, Task, task_display_name
 
 PREFIX = "/orchestrator/v1"
 
 
-def _authenticated(request: Request) -> None:
-    """Every orchestrator call carries the API token in ``X-Authentication``."""
-    given = request.headers.get("x-authentication")
-    expected: str = request.app.state.runtime.admin_token
-    if given is None:
-        raise Unauthenticated(
-            "this API needs a token in the X-Authentication header; the CLI reads it from "
-            "PODIUM_TOKEN or PODIUM_TOKEN_FILE (the server's <datadir>/admin-token)"
-        )
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthenticated("the token given in X-Authentication is not valid")
-
-
-router = APIRouter(prefix=PREFIX, dependencies=[Depends(_authenticated)])
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_token)])
 
 
 class _Strict(BaseModel):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -78,6 +79,25 @@ nodes = Table(
     # What the node's agent can run (shell, python, ...); NULL until it has said.
     Column("features", JSONDocument, nullable=True),
     PrimaryKeyConstraint("certname"),
+)
+
+# The classifier's node groups (PE's shape); the root group is its own parent.
+node_groups = Table(
+    "node_groups",
+    metadata,
+    Column("id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("parent", String(36), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("environment", String(255), nullable=False),
+    Column("environment_trumps", Boolean, nullable=False),
+    Column("rule", JSONDocument, nullable=True),
+    Column("classes", JSONDocument, nullable=False),
+    Column("variables", JSONDocument, nullable=False),
+    Column("config_data", JSONDocument, nullable=False),
+    Column("last_edited", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("name"),
 )
 
 jobs = Table(
