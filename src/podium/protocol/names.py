@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from podium.errors import ProtocolError, ValidationError
-from podium.types import Certname, TransactionId
+from podium.ids import Certname, TransactionId
 
 # Transaction ids name spool directories on the agent: a closed alphabet, no dots.
 _TRANSACTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")

@@ -18,8 +18,6 @@ a module's ``types/*.pp`` aliases (:mod:`~podium.types.aliases`). All of it is p
 
 from __future__ import annotations
 
-from typing import Any, NewType
-
 from podium.types.aliases import TypeAliasError, TypeAliases, parse_alias_file
 from podium.types.checker import Mismatch, check
 from podium.types.parser import TypeSyntaxError, UnknownType, parse_type
@@ -58,20 +56,11 @@ from podium.types.tree import (
     is_sensitive,
 )
 
-# This package shadows the module src/podium/types.py, whose identifiers are kept here
-# so that `from podium.types import Certname` still works until that module moves.
-Certname = NewType("Certname", str)
-TransactionId = NewType("TransactionId", str)
-JobId = NewType("JobId", int)
-MessageId = NewType("MessageId", str)
-JSONObject = dict[str, Any]
-
 __all__ = [
     "AliasType",
     "AnyType",
     "ArrayType",
     "BooleanType",
-    "Certname",
     "CollectionType",
     "DataType",
     "DefaultType",
@@ -80,9 +69,6 @@ __all__ = [
     "HashType",
     "IntegerType",
     "IterableType",
-    "JSONObject",
-    "JobId",
-    "MessageId",
     "Mismatch",
     "NotUndefType",
     "NumericType",
@@ -98,7 +84,6 @@ __all__ = [
     "StructMember",
     "StructType",
     "TargetSpecType",
-    "TransactionId",
     "TupleType",
     "TypeAliasError",
     "TypeAliases",
