@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from podium.protocol import messages as msg
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
 
-from .conftest import api_client
 from .fleet import FakeAgent
 
 SECRET = "hunter2-correct-horse"
@@ -54,33 +52,14 @@ CODE = {
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str) -> ServerSettings:
+def settings(settings: ServerSettings, tmp_path: Path) -> ServerSettings:
+    """The server of conftest.py, on a code directory holding CODE."""
     code = tmp_path / "code"
     for relative, content in CODE.items():
         path = code / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content if isinstance(content, str) else json.dumps(content))
-    return ServerSettings(
-        datadir=tmp_path / "server",
-        database_url=db_url,
-        codedir=code,
-        certname="podium-server",
-        broker_port=0,
-    )
-
-
-@pytest.fixture
-async def runtime(settings: ServerSettings) -> AsyncIterator[Runtime]:
-    runtime = Runtime(settings)
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(runtime) as client:
-        yield client
+    return dataclasses.replace(settings, codedir=code)
 
 
 async def connect(runtime: Runtime, certname: str, features: list[str] | None) -> FakeAgent:

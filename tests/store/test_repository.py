@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -249,7 +248,7 @@ def test_node_states_count_the_nodes_in_each_state_they_are_in(store: Store) -> 
     assert store.get_job(job_id).node_states == {"finished": 3, "failed": 1, "running": 1, "new": 1}
 
 
-def test_five_thousand_node_updates_are_one_statement_and_fast(store: Store) -> None:
+def test_five_thousand_node_updates_are_one_statement_each(store: Store) -> None:
     names = certnames(5_000)
     job_id = create_job(store, names)
     running = [NodeUpdate(f"tx-{n}", "running", at(1)) for n in names]
@@ -260,12 +259,11 @@ def test_five_thousand_node_updates_are_one_statement_and_fast(store: Store) -> 
     with statements(store) as sent:
         store.apply_node_updates(running)
     assert len(writes(sent)) == 1
-    started = time.perf_counter()
-    store.apply_node_updates(finished)
-    elapsed = time.perf_counter() - started
+    # (How fast they are is bench/fanout.py's to measure.)
+    with statements(store) as sent:
+        store.apply_node_updates(finished)
+    assert len(writes(sent)) == 1
     assert store.get_job(job_id).node_states == {"finished": 5_000}
-    if store.dialect == "sqlite":
-        assert elapsed < 0.1, f"5,000 node updates took {elapsed * 1000:.0f} ms"
 
 
 def test_node_updates_from_several_threads_at_once_all_land(store: Store) -> None:

@@ -22,6 +22,7 @@ from debrepo import APT_MISSING, LocalRepo, installed_version, local_repo
 import podium
 from podium.errors import ValidationError
 from podium.tasks import CodeDir, builtin_codedir, validate_params
+from podium.tasks.codedir import BUILTIN_MODULES
 
 SCRIPT = Path(podium.__file__).resolve().parent / "data/modules/package/tasks/init.sh"
 # The agent's PATH when its own has none.
@@ -48,7 +49,7 @@ class Outcome:
 
 def run_package(tmp_path: Path, *, noop: bool = False, path: str = PATH, **params: str) -> Outcome:
     """Run the task with ``params`` as PT_ variables; its stdout must be one JSON object."""
-    env = {"PATH": path, "PT__task": "package", "PT__installdir": str(tmp_path)}
+    env = {"PATH": path, "PT__task": "package", "PT__installdir": str(BUILTIN_MODULES)}
     env.update({f"PT_{key}": value for key, value in params.items()})
     if noop:
         env["PT__noop"] = "true"

@@ -13,7 +13,7 @@ from typing import Any
 from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
 from podium.cli.job import ERROR, watch
 from podium.errors import PodiumError, ValidationError
-from podium.types import check, parse_type
+from podium.types import accepts_undef, check, parse_type
 
 _PAIRS_HELP = (
     "KEY=VALUE pairs (in any order with the options) or --params JSON, not both. A value "
@@ -263,9 +263,20 @@ def _show_task(client: ApiClient, args: argparse.Namespace) -> int:
     for impl in implementations:
         needs = ", ".join(impl.get("requirements") or []) or "any node"
         print(f"  {impl['name']} ({needs})")
-    pairs = " ".join(f"{n}=..." for n in params)
-    print(f"\nRun it: podium task run {found['name']} {pairs} --nodes NODE".replace("  ", " "))
+    required = [n for n, spec in params.items() if _required(spec or {})]
+    pairs = "".join(f" {n}=..." for n in required)
+    print(f"\nRun it: podium task run {found['name']}{pairs} --nodes NODE")
     return 0
+
+
+def _required(spec: Mapping[str, Any]) -> bool:
+    """Whether a parameter must be given: no default, and a type that needs a value."""
+    if "default" in spec:
+        return False
+    try:
+        return not accepts_undef(parse_type(str(spec.get("type") or "Any")))
+    except ValidationError:
+        return True
 
 
 def _one_line(text: str) -> str:

@@ -16,46 +16,12 @@ caller_lang=${LANG:-}
 LC_ALL=C
 export LC_ALL
 
-# -- JSON output ------------------------------------------------------------------------
+# -- JSON output (put, detail, succeed, fail: see podium/files/json.sh) -----------------
 
-# The JSON string body for $1: backslash, quote and every control character escaped;
-# other bytes (UTF-8 included) pass through.
-json_escape() {
-	printf '%s\n' "$1" | awk '
-		BEGIN { for (i = 1; i < 32; i++) ctl[sprintf("%c", i)] = sprintf("\\u%04x", i)
-			ctl[sprintf("%c", 127)] = "\\u007f" }
-		{ out = ""; n = length($0)
-		  for (i = 1; i <= n; i++) {
-			c = substr($0, i, 1)
-			if (c == "\\") out = out "\\\\"
-			else if (c == "\"") out = out "\\\""
-			else if (c in ctl) out = out ctl[c]
-			else out = out c
-		  }
-		  printf "%s%s", (NR > 1 ? "\\n" : ""), out }'
-}
-
-result=""
-details=""
-
-# put KEY VALUE: add a string field to the result; put_raw KEY JSON: a literal.
-put() { result="$result${result:+, }\"$1\": \"$(json_escape "$2")\""; }
-put_raw() { result="$result${result:+, }\"$1\": $2"; }
-# detail KEY VALUE: add a string field to the error's details; detail_raw KEY JSON.
-detail() { details="$details${details:+, }\"$1\": \"$(json_escape "$2")\""; }
-detail_raw() { details="$details${details:+, }\"$1\": $2"; }
-
-succeed() {
-	printf '{%s}\n' "$result"
-	exit 0
-}
-
-# fail KIND MESSAGE: print the error (with the details gathered so far) and exit 1.
-fail() {
-	printf '{"_error": {"kind": "podium.service/%s", "msg": "%s", "details": {%s}}}\n' \
-		"$1" "$(json_escape "$2")" "$details"
-	exit 1
-}
+# shellcheck disable=SC2034 # read by fail() in json.sh
+error_kind_prefix=podium.service
+# shellcheck source-path=SCRIPTDIR source=../../podium/files/json.sh
+. "${PT__installdir:?the agent passes _installdir}/podium/files/json.sh"
 
 # -- input ------------------------------------------------------------------------------
 
