@@ -4,15 +4,16 @@ import pytest
 
 from podium.cli.job import NO_ANSWER, OK, SOME_FAILED, summarize
 from podium.cli.main import main
-from podium.cli.task import parse_nodes, parse_params, typed_value
+from podium.cli.target import parse_nodes
+from podium.cli.task import parse_params, typed_value
 from podium.errors import ValidationError
 
 
 def test_nodes_come_as_a_comma_list_or_a_file(tmp_path):
     assert parse_nodes("web-01, web-02,,web-03") == ["web-01", "web-02", "web-03"]
     listing = tmp_path / "nodes.txt"
-    listing.write_text("web-01\nweb-02\n\n")
-    assert parse_nodes(f"@{listing}") == ["web-01", "web-02"]
+    listing.write_text("# the web tier\nweb-01\nweb-02  # primary\n\nweb-03,web-04\n")
+    assert parse_nodes(f"@{listing}") == ["web-01", "web-02", "web-03", "web-04"]
     with pytest.raises(ValidationError, match="names no node"):
         parse_nodes(" , ")
     with pytest.raises(ValidationError, match="cannot read"):

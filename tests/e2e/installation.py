@@ -138,6 +138,17 @@ class Installation:
     def wait_connected(self, *certnames: str, timeout: float = 30.0) -> None:
         self.fleet.wait_connected(self.api, certnames, timeout=timeout)
 
+    def wait_for_facts(self, *certnames: str, timeout: float = 30.0) -> None:
+        """Until the server has stored facts of each of ``certnames``."""
+        for certname in certnames:
+            wait_for(
+                f"facts of {certname}",
+                lambda c=certname: self.api.call(
+                    "GET", f"{self.fleet.server_url}/pdb/query/v4/nodes/{c}/facts"
+                ),
+                timeout=timeout,
+            )
+
     def wait_disconnected(self, certname: str, *, timeout: float = 10.0) -> None:
         wait_for(
             f"the broker to report {certname} disconnected",

@@ -35,7 +35,12 @@ async def error_of(response, status: int) -> dict:
         ({"params": {"message": 5}}, "validation-error", "message"),
         ({"scope": {"nodes": []}}, "empty-target", "targets no nodes"),
         ({"scope": {"nodes": ["Bad Name!"]}}, "validation-error", "invalid node 'Bad Name!'"),
-        ({"scope": {"query": "nodes {}"}}, "validation-error", "scope.query"),
+        (
+            {"scope": {"nodes": ["a"], "query": "nodes {}"}},
+            "validation-error",
+            "give exactly one of nodes, query or node_group",
+        ),
+        ({"scope": {"query": "nodes { certname ~~ 1 }"}}, "query-error", "PQL parse error"),
         ({"surprise": True}, "validation-error", "surprise"),
         ({"params": None}, "validation-error", "params"),
     ],

@@ -186,8 +186,11 @@ async def test_facts_sent_by_an_agent_are_stored(api, runtime):
         {
             "name": "web-01",
             "connected": True,
-            "broker": "pcp:///server",
+            "broker": f"wss://127.0.0.1:{runtime.broker.port}/pcp/v2",
             "timestamp": inventory[0]["timestamp"],
+            "last_seen": inventory[0]["last_seen"],
+            "agent_version": None,
+            "features": None,
         }
     ]
 

@@ -13,6 +13,8 @@ from typing import Any
 from podium.errors import ConfigError
 from podium.protocol.names import is_certname
 
+SYSTEM_FACTS_DIR = Path("/etc/podium/facts.d")
+
 
 def _default_vardir() -> Path:
     if os.geteuid() == 0:
@@ -31,6 +33,9 @@ class AgentConfig:
     cacert: Path | None = None
     enrollment_token: str | None = None
     facts_file: Path | None = None
+    # External facts folders; None: <vardir>/facts.d, then /etc/podium/facts.d (see facts_dirs).
+    factsdir: tuple[Path, ...] | None = None
+    facts_interval: float = 1800.0  # seconds between checks for changed facts
     # Limits
     concurrency: int = 8
     spool_ttl: timedelta = timedelta(days=14)  # acknowledged results are kept this long
@@ -44,6 +49,13 @@ class AgentConfig:
     backoff_cap: float = 32.0
     waitforcert: float = 2.0
     fetch_timeout: float = 300.0  # how long a task file download is retried
+
+    @property
+    def facts_dirs(self) -> tuple[Path, ...]:
+        """Where external facts are read, a later folder winning over an earlier one."""
+        if self.factsdir is not None:
+            return self.factsdir
+        return (self.vardir / "facts.d", SYSTEM_FACTS_DIR)
 
     @property
     def ssldir(self) -> Path:
@@ -74,8 +86,12 @@ _DURATIONS = {"spool_ttl", "cache_ttl"}  # days in the file
 _PATHS = {"vardir", "cacert", "facts_file"}
 
 
-def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
-    """Merge the TOML file at ``path`` (if any) with ``overrides`` (flags that were set)."""
+def load(path: Path | None, overrides: dict[str, Any], *, connection: bool = True) -> AgentConfig:
+    """Merge the TOML file at ``path`` (if any) with ``overrides`` (flags that were set).
+
+    ``connection=False`` does not require ``server_url`` and ``brokers``, for commands
+    that only read the node (``podium facts``).
+    """
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -93,7 +109,10 @@ def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
             f"known settings are {', '.join(sorted(known))}"
         )
     values.setdefault("certname", socket.getfqdn().lower())
-    for name, flag in (("server_url", "--server-url"), ("brokers", "--broker")):
+    required = (("server_url", "--server-url"), ("brokers", "--broker")) if connection else ()
+    values.setdefault("server_url", "")
+    values.setdefault("brokers", ())
+    for name, flag in required:
         if not values.get(name):
             raise ConfigError(f"the agent needs {name!r}: give {flag} or set it in the config file")
     if isinstance(values["brokers"], str):
@@ -103,6 +122,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
         values[name] = Path(values[name])
     for name in _DURATIONS & values.keys():
         values[name] = _days(name, values[name])
+    if values.get("factsdir") is not None:
+        values["factsdir"] = _folders("factsdir", values["factsdir"])
     config = AgentConfig(**values)
     if not is_certname(config.certname):
         raise ConfigError(
@@ -110,7 +131,18 @@ def load(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
         )
     if config.concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
+    interval = config.facts_interval
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise ConfigError(f"facts_interval is a number of seconds greater than 0, not {interval!r}")
     return config
+
+
+def _folders(name: str, value: object) -> tuple[Path, ...]:
+    if isinstance(value, str | Path):
+        return (Path(value),)
+    if isinstance(value, list | tuple) and all(isinstance(item, str | Path) for item in value):
+        return tuple(Path(item) for item in value)
+    raise ConfigError(f"{name} is a folder or a list of folders, not {value!r}")
 
 
 def _days(name: str, value: object) -> timedelta:

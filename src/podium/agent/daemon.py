@@ -36,8 +36,8 @@ from podium.agent.actions import (
     default_registry,
 )
 from podium.agent.config import AgentConfig
+from podium.agent.facts import FactsTracker, gather
 from podium.agent.facts import features as node_features
-from podium.agent.facts import gather
 from podium.agent.filecache import FileCache
 from podium.agent.results import fit_result
 from podium.agent.spool import Spool, TransactionRecord
@@ -79,6 +79,7 @@ class Agent:
             ) from exc
         self.cache = FileCache(config.cachedir, self._fetch, ttl=config.cache_ttl)
         self.features: list[str] = []
+        self._facts = FactsTracker()
         self._pool = asyncio.Semaphore(config.concurrency)
         # Downloads may block a thread for many seconds: they get threads of their own,
         # so that spool I/O (in the default executor) never waits behind them.
@@ -101,6 +102,7 @@ class Agent:
         self.features = await asyncio.to_thread(node_features)
         await self._recover()
         self._spawn(self._housekeeping())
+        self._spawn(self._watch_facts())
         attempt = 0
         while not self._stopping.is_set():
             for url in self.config.brokers:
@@ -211,9 +213,35 @@ class Agent:
         ws_send(ws, pcp.serialize(env))
         return True
 
-    async def _send_facts(self) -> None:
-        facts = await asyncio.to_thread(gather, self.config.certname, self.config.facts_file)
-        self._send(msg.FactsUpdate(facts=facts, features=self.features), "pcp://*/server")
+    def _gather(self) -> dict[str, Any]:
+        return gather(
+            self.config.certname,
+            self.config.facts_file,
+            factsdirs=self.config.facts_dirs,
+            limit=self.config.max_message_bytes - pcp.ENVELOPE_ROOM,
+        )
+
+    async def _send_facts(self, facts: dict[str, Any] | None = None) -> None:
+        if facts is None:
+            facts = await asyncio.to_thread(self._gather)
+        update = msg.FactsUpdate(facts=facts, features=self.features)
+        if self._send(update, "pcp://*/server"):
+            self._facts.sent(facts)
+
+    async def _watch_facts(self) -> None:
+        """Every ``facts_interval``, send the facts again if they changed (the rule is in
+        :mod:`podium.agent.facts`)."""
+        while True:
+            await asyncio.sleep(self.config.facts_interval)
+            if self._ws is None:
+                continue
+            try:
+                facts = await asyncio.to_thread(self._gather)
+            except Exception:  # a bug in a fact must not stop the checks for good
+                log.exception("could not collect the facts")
+                continue
+            if self._facts.due(facts):
+                await self._send_facts(facts)
 
     async def _unacknowledged(self) -> list[TransactionRecord]:
         try:

@@ -37,10 +37,16 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
 
 
 class ApiClient:
-    """Calls ``/orchestrator/v1`` and turns its errors into :class:`PodiumError`."""
+    """Calls ``/orchestrator/v1`` (or the server's API at ``api``, such as
+    ``/classifier-api/v1``) and turns its errors into :class:`PodiumError`."""
 
     def __init__(
-        self, server_url: str | None = None, cacert: Path | None = None, token: str | None = None
+        self,
+        server_url: str | None = None,
+        cacert: Path | None = None,
+        token: str | None = None,
+        *,
+        api: str = "/orchestrator/v1",
     ) -> None:
         import httpx
 
@@ -62,7 +68,7 @@ class ApiClient:
             ) from exc
         token = token or _token()
         self._http = httpx.Client(
-            base_url=self.server_url + "/orchestrator/v1",
+            base_url=self.server_url + api,
             verify=context,
             timeout=30.0,
             headers={"X-Authentication": token} if token else None,
@@ -80,8 +86,8 @@ class ApiClient:
         self.close()
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ApiClient:
-        return cls(args.server_url, args.cacert, args.token)
+    def from_args(cls, args: argparse.Namespace, *, api: str = "/orchestrator/v1") -> ApiClient:
+        return cls(args.server_url, args.cacert, args.token, api=api)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -147,18 +147,23 @@ class Fleet:
             return False
         return True
 
-    def start_agent(self, certname: str, *, token: str | None = None) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, certname: str, *, token: str | None = None, facts_file: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start (or restart) the agent ``certname``; it enrolls with ``token``, by default
-        the server's autosign token, when its vardir holds no certificate yet."""
+        the server's autosign token, when its vardir holds no certificate yet, and adds the
+        facts of ``facts_file`` (a JSON object) to its own."""
         proc = self.agents.get(certname)
         if proc is not None and proc.poll() is None:
             raise PodiumError(f"the agent {certname} is already running")
+        extra = ["--facts-file", str(facts_file)] if facts_file is not None else []
         self.agents[certname] = self._spawn(
             [
                 *("agent", "--certname", certname, "--server-url", self.server_url),
                 *("--broker", self.broker_url, "--vardir", str(self.vardir(certname))),
                 *("--cacert", str(self.cacert), f"--enrollment-token={token or self.token}"),
                 *("--log-level", self.log_level),
+                *extra,
             ],
             self.agent_log(certname),
         )

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from podium.cli.client import ApiClient, add_connection_args, print_json, table
+from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
+from podium.cli.target import TARGET_HELP, add_target_args, scope_from_args
 
 TERMINAL = {"stopped", "finished", "failed"}
 
@@ -27,6 +28,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("--limit", type=int, default=25, help="how many jobs to list (default 25)")
     add_connection_args(show)
     show.set_defaults(func=run_show)
+
+    plan = jsub.add_parser(
+        "plan",
+        help="show which nodes a target resolves to, without running anything",
+        description="Resolve the target as a job would and print the nodes, which of them "
+        "are connected, and what was left out: duplicates, globs that matched nothing, "
+        f"and nodes lacking a fact the query uses. {TARGET_HELP}",
+    )
+    add_target_args(plan)
+    add_connection_args(plan)
+    plan.set_defaults(func=run_plan)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -80,6 +92,43 @@ def run_show(args: argparse.Namespace) -> int:
     for node in nodes:
         print_node(node, sys.stdout)
     return OK
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    client = ApiClient.from_args(args)
+    scope = scope_from_args(args)
+    plan = client.call("POST", "/targets", json={"scope": scope})
+    if args.format == "json":
+        print_json(plan)
+        return OK
+    print_target(plan, sys.stdout, explain=True)
+    items = plan["items"]
+    if items:
+        print(table([[i["name"], "yes" if i["connected"] else "no"] for i in items],
+                    ["NODE", "CONNECTED"]))  # fmt: skip
+    return OK if items else ERROR
+
+
+def print_target(plan: dict[str, Any], out: TextIO, *, explain: bool) -> None:
+    """What a target resolved to, and every node it left out, said plainly."""
+    items = plan["items"]
+    if explain and plan.get("explain"):
+        out.write(f"Target: {clean_text(plan['explain'])}\n")
+    offline = [i["name"] for i in items if not i["connected"]]
+    out.write(
+        f"{len(items)} node{'s' if len(items) != 1 else ''}"
+        + (f", {len(offline)} not connected" if offline else "")
+        + "\n"
+    )
+    if plan.get("duplicates"):
+        out.write(f"Note: dropped names given twice: {', '.join(plan['duplicates'])}\n")
+    for glob in plan.get("unmatched") or ():
+        out.write(f"Note: {glob!r} matched no node of the inventory\n")
+    for fact, count in (plan.get("missing_facts") or {}).items():
+        out.write(
+            f"Warning: {count} node{'s' if count != 1 else ''} lack the fact {fact} and are "
+            "not targeted\n"
+        )
 
 
 def _result_lines(result: dict[str, Any] | None) -> list[str]:

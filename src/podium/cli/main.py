@@ -15,7 +15,19 @@ from collections.abc import Sequence
 from podium import __version__
 from podium.errors import PodiumError
 
-_COMMANDS = ("server", "broker", "agent", "ca", "task", "job", "demo")
+_COMMANDS = (
+    "server",
+    "broker",
+    "agent",
+    "ca",
+    "task",
+    "job",
+    "node",
+    "query",
+    "group",
+    "facts",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

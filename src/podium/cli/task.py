@@ -7,11 +7,11 @@ import contextlib
 import json
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
 from podium.cli.job import ERROR, watch
+from podium.cli.target import add_target_args, read_at, scope_from_args
 from podium.errors import PodiumError, ValidationError
 from podium.types import accepts_undef, check, parse_type
 
@@ -37,9 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("task", metavar="TASK", help="task name, e.g. podium::echo or package")
     run.add_argument("parameters", nargs="*", metavar="KEY=VALUE", help="task parameters")
-    run.add_argument(
-        "-n", "--nodes", required=True, help="comma-separated certnames, or @FILE with one a line"
-    )
+    add_target_args(run)
     run.add_argument("--params", help="parameters as a JSON object, or @FILE.json")
     run.add_argument("-e", "--environment", default="production", help="code environment")
     run.add_argument(
@@ -77,25 +75,6 @@ def _seconds(text: str) -> int:
     return value
 
 
-def _read_at(value: str) -> str:
-    if value.startswith("@"):
-        path = Path(value[1:])
-        try:
-            return path.read_text()
-        except OSError as exc:
-            raise ValidationError(f"cannot read {path}: {exc.strerror}") from exc
-    return value
-
-
-def parse_nodes(value: str) -> list[str]:
-    text = _read_at(value)
-    sep = "\n" if value.startswith("@") else ","
-    nodes = [n.strip() for n in text.replace(",", sep).split(sep) if n.strip()]
-    if not nodes:
-        raise ValidationError("--nodes names no node; give certnames separated by commas")
-    return nodes
-
-
 def parse_params(
     pairs: list[str], params: str | None, types: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -108,7 +87,7 @@ def parse_params(
         raise ValidationError("give task parameters as KEY=VALUE pairs or with --params, not both")
     if params:
         try:
-            given = json.loads(_read_at(params), parse_constant=_no_constant)
+            given = json.loads(read_at(params), parse_constant=_no_constant)
         except ValueError as exc:
             raise ValidationError(f"--params is not valid JSON: {exc}") from exc
         if not isinstance(given, dict):
@@ -177,7 +156,7 @@ def run_task(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "task": args.task,
         "params": parse_params(args.parameters, args.params, types),
-        "scope": {"nodes": parse_nodes(args.nodes)},
+        "scope": scope_from_args(args),
         "environment": args.environment,
         "noop": args.noop,
         "description": args.description,
@@ -192,7 +171,10 @@ def run_task(args: argparse.Namespace) -> int:
     out.write("Starting job ...\n")
     out.write(f"New job ID: {job_id}\n")
     out.write(f"Environment: {args.environment}\n")
-    out.write(f"Nodes: {len(body['scope']['nodes'])}\n\n")
+    if args.explain and isinstance(body["scope"].get("query"), str):
+        out.write(f"Query: {body['scope']['query']}\n")
+    created = client.call("GET", f"/jobs/{job_id}")
+    out.write(f"Nodes: {created['node_count']}\n\n")
     out.flush()
     try:
         return watch(client, job_id, out=out)

@@ -108,6 +108,11 @@ def parse_scope(raw: object) -> Scope:
     if nodes is not None:
         if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
             raise ValidationError("scope.nodes must be a list of certnames")
+        if not nodes:
+            raise ValidationError(
+                "the job targets no nodes: scope.nodes is empty; give at least one node name",
+                kind=EMPTY_TARGET,
+            )
         if len(nodes) > _MAX_NODES:
             raise ValidationError(f"scope.nodes lists over {_MAX_NODES} nodes; use a query")
         return Scope(nodes=tuple(nodes))

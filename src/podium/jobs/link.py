@@ -40,6 +40,8 @@ class ControllerLink:
     def __init__(self, certname: str) -> None:
         self.uri = pcp.make_uri(certname, CONTROLLER_TYPE)
         self.connected: dict[str, datetime] = {}  # agent certname → connected since
+        # The broker the connected agents are on (wss://host:port/pcp/v2), once attached.
+        self.broker_url: str | None = None
         self.on_message: OnMessage = lambda env: None
         self.on_change: OnChange = lambda certname, up: None
         self.ready = asyncio.Event()
@@ -168,6 +170,7 @@ class RemoteLink(ControllerLink):
                         max_size=self._max * 4,
                     ) as ws:
                         self._ws = ws
+                        self.broker_url = url
                         attempt = 0
                         log.info("connected to broker %s", url)
                         self._subscribe()
@@ -181,6 +184,7 @@ class RemoteLink(ControllerLink):
                         log.warning("broker %s: %s", url, exc)
                 finally:
                     self._ws = None
+                    self.broker_url = None
                     self._lost()
             await asyncio.sleep(full_jitter(attempt, cap=16.0))
             attempt += 1

@@ -123,6 +123,8 @@ class JobService:
         self._batch = _Batch()
         self._flusher: asyncio.Task[None] | None = None
         self._finished: dict[int, asyncio.Event] = {}
+        # Round trips under way: transaction id → (certname, answer)
+        self._probes: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
         link.on_message = self._on_message
         link.on_change = self._on_change
 
@@ -179,9 +181,11 @@ class JobService:
         owner: str = "anonymous",
         noop: bool = False,
         run_timeout: float | None = None,
+        scope: dict[str, Any] | None = None,
     ) -> int:
         """Start a task job on ``nodes``; returns the job id. ``run_timeout``: seconds a
-        node's run may take before its agent stops it."""
+        node's run may take before its agent stops it; ``scope``: what the nodes were
+        resolved from, as the job shows it (default: the node list)."""
         timeout = run_timeout
         if not self.link.ready.is_set():
             raise Unavailable(
@@ -221,7 +225,7 @@ class JobService:
             "params": redacted(found, checked),
             "noop": noop,
             "environment": environment,
-            "scope": {"nodes": certnames},
+            "scope": scope or {"nodes": certnames},
             # What the nodes get, kept to resume the job after a restart; never shown.
             SEALED_INPUT: self.sealer.seal(checked, purpose=INPUT_PURPOSE),
         }
@@ -332,6 +336,38 @@ class JobService:
         if not self.link.send(env):
             self._start_grace(pending)
 
+    async def round_trip(
+        self, certnames: Sequence[str], *, wait: float = 5.0
+    ) -> dict[str, float | str]:
+        """Ask each node's agent at once for a status (PXP ``status``/``query``): the
+        seconds each took to answer, or why it did not."""
+        loop = asyncio.get_running_loop()
+        out: dict[str, float | str] = {}
+        asked: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
+        started = loop.time()
+        for certname in certnames:
+            if certname not in self.link.connected:
+                out[certname] = "not connected to the broker"
+                continue
+            txid = uuid.uuid4().hex
+            self._probes[txid] = asked[txid] = (certname, loop.create_future())
+            query = {"transaction_id": txid}
+            request = msg.BlockingRequest(txid, module="status", action="query", params=query)
+            self.link.send(self.link.make(request, pcp.make_uri(certname, "agent")))
+        try:
+            if asked:
+                await asyncio.wait([f for _, f in asked.values()], timeout=wait)
+        finally:
+            for txid, (certname, answer) in asked.items():
+                self._probes.pop(txid, None)
+                if not answer.done():
+                    answer.cancel()
+                    out[certname] = f"no answer within {wait:g} s"
+                    continue
+                error, at = answer.result()
+                out[certname] = at - started if error is None else f"the agent refused: {error}"
+        return {c: out[c] for c in certnames}
+
     # -- results ----------------------------------------------------------------------
 
     def _on_message(self, env: pcp.Envelope) -> None:
@@ -341,6 +377,12 @@ class JobService:
             log.warning("ignoring a message from %s: %s", env.sender, exc.msg)
             return
         sender = pcp.split_uri(env.sender)[0]
+        probe = self._probes.get(getattr(message, "transaction_id", ""))
+        if probe is not None and isinstance(message, msg.BlockingResponse | msg.RpcError):
+            if probe[0] == sender and not probe[1].done():
+                error = message.description if isinstance(message, msg.RpcError) else None
+                probe[1].set_result((error, asyncio.get_running_loop().time()))
+            return
         if isinstance(message, msg.FactsUpdate):
             self._batch.facts[sender] = (storable(message.facts), _now(), message.features)
             self._flush_soon()

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podium import __version__
 from podium.errors import PodiumError
-from podium.server import ca_api, files_api, orchestrator
+from podium.server import ca_api, classifier_api, files_api, orchestrator
 from podium.server.runtime import Runtime
 
 
@@ -61,6 +61,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(orchestrator.router)
+    app.include_router(classifier_api.router)
     app.include_router(ca_api.router)
     app.include_router(files_api.router)
 

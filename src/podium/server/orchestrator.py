@@ -10,12 +10,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from podium.errors import NotFound, ValidationError
+from podium.inventory.targeting import EMPTY_TARGET, Target, parse_scope, resolve
 from podium.jobs.payloads import file_entries
 from podium.jobs.states import NODE_STATES
 from podium.protocol.names import validate_certname
 from podium.server import views
 from podium.server.auth import require_token
 from podium.server.runtime import Runtime
+from podium.store import NodeRecord
 from podium.tasks.metadata import NAME_PART, Task, task_display_name
 
 PREFIX = "/orchestrator/v1"
@@ -28,8 +30,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Scope(_Strict):
-    nodes: list[str] = Field(description="certnames of the target nodes")
+Scope = Annotated[
+    dict[str, Any],
+    Field(description="exactly one of nodes (certnames or globs), query (PQL or AST), node_group"),
+]
 
 
 class TaskCommand(_Strict):
@@ -49,6 +53,31 @@ class InventoryQuery(_Strict):
     nodes: list[str]
 
 
+class TargetQuery(_Strict):
+    scope: Scope
+
+
+class PingCommand(_Strict):
+    scope: Scope
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+async def _resolve(runtime: Runtime, raw: dict[str, Any]) -> Target:
+    scope = parse_scope(raw)
+    return await asyncio.to_thread(resolve, scope, runtime.inventory)
+
+
+def _target_view(runtime: Runtime, target: Target) -> dict[str, Any]:
+    connected = runtime.link.connected
+    return {
+        "items": [{"name": c, "connected": c in connected} for c in target.certnames],
+        "explain": target.explain,
+        "duplicates": list(target.duplicates),
+        "unmatched": list(target.unmatched),
+        "missing_facts": target.missing_facts,
+    }
+
+
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -61,10 +90,19 @@ def _base(request: Request) -> str:
 @router.post("/command/task", status_code=202)
 async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
     runtime = _runtime(request)
+    target = await _resolve(runtime, body.scope)
+    if not target.certnames:
+        raise ValidationError(
+            f"the target matches no node ({target.explain}); see what it resolves to with "
+            "podium job plan",
+            kind=EMPTY_TARGET,
+            details=_target_view(runtime, target),
+        )
     job_id = await runtime.jobs.run_task(
         task=body.task,
         params=body.params,
-        nodes=body.scope.nodes,
+        nodes=target.certnames,
+        scope=body.scope,
         environment=body.environment,
         description=body.description,
         noop=body.noop,
@@ -72,6 +110,26 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
     )
     job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
     return JSONResponse({"job": job}, status_code=202)
+
+
+@router.post("/targets")
+async def targets(body: TargetQuery, request: Request) -> dict[str, Any]:
+    """What a scope resolves to, as a job would freeze it (a Podium addition)."""
+    runtime = _runtime(request)
+    return _target_view(runtime, await _resolve(runtime, body.scope))
+
+
+@router.post("/command/ping")
+async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
+    """A round trip to each targeted node's agent (a Podium addition)."""
+    runtime = _runtime(request)
+    target = await _resolve(runtime, body.scope)
+    answers = await runtime.jobs.round_trip(target.certnames, wait=body.timeout)
+    view = _target_view(runtime, target)
+    for item in view["items"]:
+        answer = answers[item["name"]]
+        item["seconds" if isinstance(answer, float) else "error"] = answer
+    return view
 
 
 def _job_id(raw: str) -> int:
@@ -155,21 +213,28 @@ async def job_events(
     }
 
 
-def _inventory_item(runtime: Runtime, certname: str) -> dict[str, Any]:
+def _inventory_item(
+    runtime: Runtime, certname: str, node: NodeRecord | None = None
+) -> dict[str, Any]:
+    """PE's connection status of a node; with its record, Podium's own fields too."""
     since = runtime.link.connected.get(certname)
     item: dict[str, Any] = {"name": certname, "connected": since is not None}
     if since is not None:
-        item["broker"] = "pcp:///server"
-        item["timestamp"] = since.isoformat().replace("+00:00", "Z")
+        item["broker"] = runtime.link.broker_url or "pcp:///server"
+        item["timestamp"] = views.timestamp(since)
+    if node is not None:
+        item["last_seen"] = views.timestamp(node.last_seen)
+        item["agent_version"] = node.facts.get("podium_agent_version")
+        item["features"] = node.features
     return item
 
 
 @router.get("/inventory")
 async def inventory(request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
-    nodes = await asyncio.to_thread(runtime.store.list_nodes)
-    names = sorted({n.certname for n in nodes} | runtime.link.connected.keys())
-    return {"items": [_inventory_item(runtime, n) for n in names]}
+    nodes = {n.certname: n for n in await asyncio.to_thread(runtime.store.list_nodes)}
+    names = sorted(nodes.keys() | runtime.link.connected.keys())
+    return {"items": [_inventory_item(runtime, n, nodes.get(n)) for n in names]}
 
 
 @router.get("/inventory/{node}")

@@ -8,11 +8,14 @@ import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from podium.broker.routing import Router
 from podium.broker.server import Broker
+from podium.classifier.store import GroupStore
 from podium.errors import PodiumError
 from podium.files import write_atomic
+from podium.inventory.service import InventoryService
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
@@ -133,10 +136,17 @@ class Runtime:
             sealer=self.sealer,
             reconnect_grace=settings.reconnect_grace,
         )
+        self.inventory = InventoryService(self.store, GroupStore(self.store), self._run_query)
         self._crl = CrlWatcher(self.ca.crl_path)
         self._revoked: frozenset[int] = frozenset()
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def _run_query(self, ast: list[Any]) -> list[Any]:
+        from podium.inventory.query import run_query
+
+        rows, _ = run_query(self.store, ast)
+        return list(rows)
 
     def is_revoked(self, serial: int | None) -> bool:
         """Whether a client certificate's serial is on the CA's current CRL (or unknown)."""
@@ -170,6 +180,7 @@ class Runtime:
         await self.jobs.start(inventory_timeout=0.5 if self.broker is not None else 5.0)
         if self.broker is not None:
             await self.broker.start()
+            self.link.broker_url = f"wss://{self.settings.broker_host}:{self.broker.port}/pcp/v2"
             log.info("broker listening on wss://%s:%d", self.settings.broker_host, self.broker.port)
 
     async def stop(self) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 from podium.store import EventRecord, JobNodeRecord, JobRecord
 
 
-def _ts(value: datetime | None) -> str | None:
+def timestamp(value: datetime | None) -> str | None:
+    """An API timestamp: ISO 8601 in UTC with a Z."""
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -33,10 +34,10 @@ def job(record: JobRecord, base: str) -> dict[str, Any]:
         "environment": {"name": record.environment},
         "node_count": record.node_count,
         "node_states": record.node_states,
-        "timestamp": _ts(last),
-        "created_timestamp": _ts(record.created_at),
-        "started_timestamp": _ts(record.started_at),
-        "finished_timestamp": _ts(record.finished_at),
+        "timestamp": timestamp(last),
+        "created_timestamp": timestamp(record.created_at),
+        "started_timestamp": timestamp(record.started_at),
+        "finished_timestamp": timestamp(record.finished_at),
         "duration": _duration(record.started_at or record.created_at, record.finished_at),
         "nodes": {"id": f"{url}/nodes"},
         "events": {"id": f"{url}/events"},
@@ -48,10 +49,10 @@ def job_node(record: JobNodeRecord) -> dict[str, Any]:
         "name": record.certname,
         "state": record.state,
         "transaction_id": record.transaction_id,
-        "start_timestamp": _ts(record.started_at),
-        "finish_timestamp": _ts(record.finished_at),
+        "start_timestamp": timestamp(record.started_at),
+        "finish_timestamp": timestamp(record.finished_at),
         "duration": _duration(record.started_at, record.finished_at),
-        "timestamp": _ts(record.finished_at or record.started_at),
+        "timestamp": timestamp(record.finished_at or record.started_at),
         "result": record.result,
         "details": {"message": record.message} if record.message else {},
     }
@@ -61,7 +62,7 @@ def event(record: EventRecord) -> dict[str, Any]:
     return {
         "id": str(record.id),
         "type": record.type,
-        "timestamp": _ts(record.timestamp),
+        "timestamp": timestamp(record.timestamp),
         "details": record.details,
         "message": record.message,
     }

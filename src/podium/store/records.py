@@ -65,6 +65,7 @@ class NodeRecord:
     first_seen: datetime
     last_seen: datetime
     features: list[str] | None = None
+    deactivated: datetime | None = None  # when it left query results (history kept)
 
 
 @dataclass(frozen=True)

@@ -81,14 +81,16 @@ nodes = Table(
     PrimaryKeyConstraint("certname"),
 )
 
-# The classifier's node groups (PE's shape); the root group is its own parent.
+# The classifier's node groups (PE's shape); the root group is its own parent, and
+# pinned nodes live in the rule. serial_number grows with every change (PE's check
+# against lost updates).
 node_groups = Table(
     "node_groups",
     metadata,
     Column("id", String(36), nullable=False),
     Column("name", String(255), nullable=False),
     Column("parent", String(36), nullable=False),
-    Column("description", Text, nullable=False),
+    Column("description", Text, nullable=True),
     Column("environment", String(255), nullable=False),
     Column("environment_trumps", Boolean, nullable=False),
     Column("rule", JSONDocument, nullable=True),
@@ -96,6 +98,7 @@ node_groups = Table(
     Column("variables", JSONDocument, nullable=False),
     Column("config_data", JSONDocument, nullable=False),
     Column("last_edited", UTCDateTime(), nullable=False),
+    Column("serial_number", BigInteger, nullable=False),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("name"),
 )
