@@ -58,7 +58,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import broadcast
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from podium.agent.facts import core_facts
+from podium.agent.facts import gather
 from podium.errors import ProtocolError
 from podium.pki.ca import CertificateAuthority
 from podium.pki.tls import client_context
@@ -200,9 +200,8 @@ class SimNode:
             broadcast((self.ws,), pcp.serialize(env), text=True)
 
     def _send_facts(self) -> None:
-        facts = dict(self.fleet.facts, certname=self.certname, fqdn=self.certname)
-        facts["hostname"] = self.certname.split(".", 1)[0]
-        self._send(msg.FactsUpdate(facts=facts), "pcp://*/server")
+        facts = dict(self.fleet.facts, certname=self.certname)
+        self._send(msg.FactsUpdate(facts=facts, features=["python", "shell"]), "pcp://*/server")
 
     def _receive(self, frame: str | bytes) -> None:
         stats = self.fleet.stats
@@ -249,7 +248,7 @@ class Fleet:
         self.nodes: list[SimNode] = []
         self.stopping = False
         self.connected_at: float | None = None
-        self.facts = core_facts("template")
+        self.facts = gather("template", use_facter=False)
 
     def add(self, certname: str, context: ssl.SSLContext) -> None:
         self.nodes.append(SimNode(self, certname, context))

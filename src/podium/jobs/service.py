@@ -124,6 +124,7 @@ class JobService:
         self._flusher: asyncio.Task[None] | None = None
         self._finished: dict[int, asyncio.Event] = {}
         # Round trips under way: transaction id → (certname, answer)
+        self._features: dict[str, list[str] | None] = {}  # certname → its agent's features
         self._probes: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
         link.on_message = self._on_message
         link.on_change = self._on_change
@@ -212,12 +213,13 @@ class JobService:
                 "the job targets no nodes; give at least one node name",
                 kind="puppetlabs.orchestrator/empty-target",
             )
-        known = await asyncio.to_thread(self.store.node_features, certnames)
-        features: dict[str, list[str] | None] = {c: known.get(c) for c in certnames}
-        for certname in certnames:  # reported since the last flush
-            queued = self._batch.facts.get(certname)
-            if queued is not None:
-                features[certname] = queued[2]
+        known = await asyncio.to_thread(self.store.known_certnames, certnames)
+        # Connected agents said what they run when they connected; ask the database only
+        # about those that did before this server started.
+        features: dict[str, list[str] | None] = {c: self._features.get(c) for c in certnames}
+        unheard = [c for c in certnames if c in self.link.connected and c not in self._features]
+        if unheard:
+            features.update(await asyncio.to_thread(self.store.node_features, unheard))
         requests = self._task_requests(found, checked, features, noop=noop, timeout=timeout)
         txids = {c: uuid.uuid4().hex for c in certnames}
         options: dict[str, Any] = {
@@ -385,6 +387,7 @@ class JobService:
             return
         if isinstance(message, msg.FactsUpdate):
             self._batch.facts[sender] = (storable(message.facts), _now(), message.features)
+            self._features[sender] = message.features
             self._flush_soon()
         elif isinstance(message, msg.Error):
             self._on_broker_error(message)
