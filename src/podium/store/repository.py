@@ -183,8 +183,13 @@ class Store:
         return [queries.node_record(row) for row in rows]
 
     def known_certnames(self, certnames: Sequence[str]) -> set[str]:
-        """Those of ``certnames`` that the inventory holds."""
-        return set(self.node_features(certnames))
+        """Those of ``certnames`` that the inventory holds (from the primary key alone)."""
+        known: set[str] = set()
+        with self._read() as connection:
+            for chunk in queries.chunks(sorted(set(certnames))):
+                query = select(nodes.c.certname).where(nodes.c.certname.in_(chunk))
+                known.update(connection.execute(query).scalars())
+        return known
 
     def node_features(self, certnames: Sequence[str]) -> dict[str, list[str] | None]:
         """For those of ``certnames`` that the inventory holds, their agents' features
