@@ -65,13 +65,13 @@ def test_a_kept_demo_prints_working_commands_and_stops_cleanly() -> None:
         listed = _podium("ca", "list", "--all", env=env)
         assert "agent-01.demo" in listed.stdout
 
-        # An agent restarted by hand (same command line) is stopped too.
-        (pid, *_) = _agent_pids(root)
-        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        os.kill(pid, signal.SIGTERM)
-        wait_for("the agent to stop", lambda: pid not in _agent_pids(root))
+        # An agent restarted by hand as the demo says is stopped too.
+        restart = re.search(r"after kill (\d+), an agent with\n  sh (\S+) &", demo.stdout)
+        assert restart, demo.stdout
+        os.kill(int(restart.group(1)), signal.SIGTERM)
+        wait_for("the agent to stop", lambda: int(restart.group(1)) not in _agent_pids(root))
         restarted = subprocess.Popen(
-            argv,
+            ["sh", restart.group(2)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

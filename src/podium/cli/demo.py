@@ -128,7 +128,10 @@ def _print_keep(demo: Demo) -> None:
         "  podium task show\n"
         "  podium job show\n"
         "  podium ca list --all\n\n"
-        f"Logs are in {demo.root}. To stop everything and remove it:\n\n"
+        f"Logs are in {demo.root}; beside each log, a .start script starts that process "
+        f"again (e.g. after kill {demo.agents[demo.certnames[0]].pid}, an agent with\n"
+        f"  sh {shlex.quote(str(demo.agent_log(demo.certnames[0]).with_suffix('.start')))} &\n"
+        ").\n\nTo stop everything, restarted agents too, and remove it all:\n\n"
         f"  podium demo --stop {shlex.quote(str(demo.root))}\n"
     )
     sys.stdout.flush()

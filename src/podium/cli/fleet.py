@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -100,9 +101,15 @@ class Fleet:
 
     def _spawn(self, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "podium", *args]
+        # How to start it again by hand, e.g. after stopping an agent of a kept demo.
+        log.with_suffix(".start").write_text(
+            f"#!/bin/sh\n# Starts this process again, its output added to {log.name}\n"
+            f"exec {shlex.join(argv)} >>{shlex.quote(str(log))} 2>&1 </dev/null\n"
+        )
         with log.open("ab") as out:  # a restarted process adds to its log
             proc = subprocess.Popen(
-                [sys.executable, "-m", "podium", *args],
+                argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
