@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from podium.config import default_cadir, default_datadir, env
-from podium.errors import NotFound, PodiumError
+from podium.errors import NotFound, PodiumError, Unauthenticated
 
 DEFAULT_SERVER_URL = "https://127.0.0.1:8143"
 
@@ -47,10 +48,12 @@ class ApiClient:
         token: str | None = None,
         *,
         api: str = "/orchestrator/v1",
+        timeout: float = 30.0,
     ) -> None:
         import httpx
 
         self.server_url = (server_url or env("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
+        _check_server_url(self.server_url)
         ca = cacert or (Path(v) if (v := env("CACERT")) else default_cadir() / "ca_crt.pem")
         if not ca.exists():
             raise PodiumError(
@@ -67,13 +70,23 @@ class ApiClient:
                 kind="podium/config-error",
             ) from exc
         token = token or _token()
-        self._http = httpx.Client(
-            base_url=self.server_url + api,
-            verify=context,
-            timeout=30.0,
-            headers={"X-Authentication": token} if token else None,
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.server_url + api,
+                verify=context,
+                timeout=timeout,
+                headers={"X-Authentication": token} if token else None,
+            )
+        except httpx.InvalidURL as exc:
+            raise PodiumError(
+                f"the server URL {self.server_url!r} is not a valid URL ({exc}); check "
+                "PODIUM_SERVER_URL or --server-url",
+                kind="podium/config-error",
+            ) from exc
         self._httpx = httpx
+        self._cacert = ca
+        self._timeout = timeout
+        self._has_token = bool(token)
 
     def close(self) -> None:
         """Close idle connections (a kept-alive one would hold up a server's shutdown)."""
@@ -93,15 +106,13 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except self._httpx.HTTPError as exc:
-            raise PodiumError(
-                f"cannot reach the server at {self.server_url}: {exc}; is `podium server` "
-                "running, and is PODIUM_SERVER_URL right?",
-                kind="podium/connection-error",
-            ) from exc
+            raise self._transport_error(exc) from exc
         try:
             body = response.json()
         except ValueError:
             body = None
+        if response.status_code == 401:
+            raise self._unauthenticated(body)
         if response.status_code >= 400:
             if isinstance(body, dict) and "msg" in body:
                 cls = NotFound if response.status_code == 404 else PodiumError
@@ -110,6 +121,135 @@ class ApiClient:
                 f"the server answered HTTP {response.status_code}: {response.text[:200]}"
             )
         return body
+
+    def _transport_error(self, exc: Exception) -> PodiumError:
+        """The sentence for a request that got no HTTP answer, from the cause at the
+        bottom of httpx's exception (an ``ssl`` or ``socket`` error)."""
+        httpx, url = self._httpx, self.server_url
+        target = httpx.URL(url)
+        host, port = target.host, target.port or 443
+        causes = _causes(exc)
+        verify = _first(causes, ssl.SSLCertVerificationError)
+        if verify is not None:
+            reason = verify.verify_message or verify.reason or str(verify)
+            if verify.verify_code in _NAME_MISMATCH or "mismatch" in reason.lower():
+                return _tls_error(
+                    f"the certificate of the server at {url} is not valid for {host} "
+                    f"({reason}): connect with a name the certificate holds, or start the "
+                    f"server with --dns-alt-name {host} (it makes its certificate, in "
+                    "<datadir>/ssl, at first start)"
+                )
+            return _tls_error(
+                f"the certificate of the server at {url} failed verification ({reason}): "
+                "PODIUM_CACERT or --cacert must be the server's CA certificate, "
+                f"<datadir>/ca/ca_crt.pem (this used {self._cacert})"
+            )
+        tls = _first(causes, ssl.SSLError)
+        if tls is not None and (
+            tls.reason in _PLAIN_HTTP_REASONS or "wrong version number" in str(tls)
+        ):
+            return _connection_error(
+                f"the server at {url} answered in plain HTTP, not HTTPS: point "
+                "PODIUM_SERVER_URL or --server-url at the Podium server's HTTPS port "
+                f"(default {DEFAULT_SERVER_URL})"
+            )
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return _connection_error(
+                f"the server at {url} closed the connection without an HTTP answer: is "
+                f"{url} the Podium server's HTTPS API (default {DEFAULT_SERVER_URL}), "
+                "and is the server still running?"
+            )
+        if _first(causes, ConnectionRefusedError) is not None:
+            return _connection_error(
+                f"cannot reach the server at {url}: connection refused, nothing listens on "
+                f"port {port} of {host}; is `podium server` running, and is "
+                "PODIUM_SERVER_URL (--server-url) right?"
+            )
+        unknown = _first(causes, socket.gaierror)
+        if unknown is not None:
+            return _connection_error(
+                f"cannot reach the server at {url}: the host name {host} does not resolve "
+                f"({unknown.strerror}); check the host in PODIUM_SERVER_URL (--server-url)"
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return _connection_error(
+                f"cannot reach the server at {url}: no TLS connection within "
+                f"{self._timeout:g} s; is the host up, does a firewall let port {port} "
+                "through, and is it the Podium server's port?"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return _connection_error(
+                f"the server at {url} did not answer within {self._timeout:g} s; it may be "
+                "overloaded or stuck: see its log"
+            )
+        return _connection_error(
+            f"cannot reach the server at {url}: {exc}; is `podium server` running, and is "
+            "PODIUM_SERVER_URL right?"
+        )
+
+    def _unauthenticated(self, body: Any) -> Unauthenticated:
+        """A 401, said with where a token comes from (the server's own message says
+        whether none was given or the one given is wrong)."""
+        said = f" ({body['msg']})" if isinstance(body, dict) and body.get("msg") else ""
+        if self._has_token:
+            problem = f"refused the API token{said}: give the right one"
+        else:
+            problem = f"needs an API token{said}: give one"
+        return Unauthenticated(
+            f"the server at {self.server_url} {problem} with PODIUM_TOKEN, PODIUM_TOKEN_FILE "
+            "or --token; the server's admin token is the file <datadir>/admin-token",
+            details=body.get("details") if isinstance(body, dict) else None,
+        )
+
+
+# X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = {62, 64}
+# What OpenSSL says when a TLS client reads a plain-HTTP answer.
+_PLAIN_HTTP_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+
+
+def _check_server_url(url: str) -> None:
+    """Refuse a URL that is not ``https://``: the server speaks only HTTPS, and a
+    plain-HTTP request would carry the API token in the clear."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() == "https" and rest:
+        return
+    if sep and scheme.lower() == "http":
+        raise PodiumError(
+            f"the server URL {url} is plain HTTP, but the Podium server speaks only HTTPS "
+            f"(and the API token must not travel in the clear): use https://{rest}",
+            kind="podium/config-error",
+        )
+    raise PodiumError(
+        f"the server URL {url!r} must be an https:// URL, such as {DEFAULT_SERVER_URL}; "
+        "check PODIUM_SERVER_URL or --server-url",
+        kind="podium/config-error",
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _first(causes: list[BaseException], kind: type[_E]) -> _E | None:
+    return next((c for c in causes if isinstance(c, kind)), None)
+
+
+def _tls_error(msg: str) -> PodiumError:
+    return PodiumError(msg, kind="podium/tls-error")
+
+
+def _connection_error(msg: str) -> PodiumError:
+    return PodiumError(msg, kind="podium/connection-error")
 
 
 def _token() -> str | None:
@@ -137,17 +277,33 @@ def print_json(value: Any) -> None:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    """Aligned columns; every cell goes through :func:`clean_line`, so a newline or an
+    escape sequence in a value can neither forge a row nor reach the terminal."""
+    rows = [[clean_line(str(c)) for c in row] for row in rows]
+    headers = [clean_line(str(h)) for h in headers]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 but tab and newline, DEL, C1 (U+009B is CSI to some terminals), and the lone
+# surrogates JSON can carry, which would make printing raise.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
     """Text from nodes or task authors made safe for a terminal: control characters
-    (escape sequences that retitle or repaint it) become U+FFFD."""
+    become U+FFFD, so ESC (and with it every escape sequence that retitles or repaints
+    the terminal), BEL, CR (which would overwrite a line) and backspace. Newlines and
+    tabs stay: use this for output meant to span lines, one line at a time where the
+    lines are indented, and :func:`clean_line` for everything else."""
     return _CONTROL.sub("\ufffd", text)
+
+
+def clean_line(text: str) -> str:
+    """:func:`clean_text` for text that must stay on one line (a table cell, a name, a
+    label): newlines and tabs become U+FFFD too."""
+    return _CONTROL_OR_BREAK.sub("\ufffd", text)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from typing import Any, TextIO
 
-from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
+from podium.cli.client import (
+    ApiClient,
+    add_connection_args,
+    clean_line,
+    clean_text,
+    print_json,
+    table,
+)
 from podium.cli.target import TARGET_HELP, add_target_args, scope_from_args
 
 TERMINAL = {"stopped", "finished", "failed"}
@@ -24,8 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list jobs, or show one job with its nodes",
         description="With no ID, list recent jobs as a table; with an ID, show that job in full.",
     )
-    show.add_argument("job_id", nargs="?", metavar="ID", help="the job to show")
-    show.add_argument("--limit", type=int, default=25, help="how many jobs to list (default 25)")
+    show.add_argument("job_id", nargs="?", type=_job_id, metavar="ID", help="the job to show")
+    show.add_argument(
+        "--limit", type=_limit, default=25, help="how many jobs to list (default 25, at most 1000)"
+    )
     add_connection_args(show)
     show.set_defaults(func=run_show)
 
@@ -39,6 +50,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_target_args(plan)
     add_connection_args(plan)
     plan.set_defaults(func=run_plan)
+
+
+def _job_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise argparse.ArgumentTypeError(
+            f"no job {text!r}: job ids are numbers, as `podium job show` lists them"
+        )
+    return text
+
+
+def _limit(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()) or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(
+            f"--limit must be a whole number from 1 to 1000, not {text!r}"
+        )
+    return int(text)
+
+
+def _one_line(text: str | None) -> str:
+    """A description for one line: its whitespace runs, newlines included, as a space."""
+    return clean_line(" ".join((text or "").split()))
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -56,7 +88,7 @@ def run_show(args: argparse.Namespace) -> int:
                 j["owner"]["login"],
                 str(j["node_count"]),
                 (j["timestamp"] or "")[:19].replace("T", " "),
-                j["description"],
+                _one_line(j["description"]),
             ]
             for j in listing["items"]
         ]
@@ -75,18 +107,18 @@ def run_show(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json({**job, "nodes": nodes})
         return OK
-    print(f"Job {job['name']}: {job['state']}")
-    print(f"  Type:        {job['type']}")
+    print(f"Job {clean_line(str(job['name']))}: {clean_line(str(job['state']))}")
+    print(f"  Type:        {clean_line(str(job['type']))}")
     if job["type"] == "task":
-        print(f"  Task:        {job['options'].get('task')}")
-    print(f"  Environment: {job['environment']['name']}")
-    print(f"  Owner:       {job['owner']['login']}")
+        print(f"  Task:        {clean_line(str(job['options'].get('task')))}")
+    print(f"  Environment: {clean_line(str(job['environment']['name']))}")
+    print(f"  Owner:       {clean_line(str(job['owner']['login']))}")
     if job["description"]:
-        print(f"  Description: {job['description']}")
-    print(f"  Created:     {job['created_timestamp']}")
+        print(f"  Description: {_one_line(job['description'])}")
+    print(f"  Created:     {clean_line(str(job['created_timestamp']))}")
     if job["duration"] is not None:
         print(f"  Duration:    {job['duration']:.3f} s")
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(job["node_states"].items()))
+    counts = clean_line(", ".join(f"{n} {s}" for s, n in sorted(job["node_states"].items())))
     print(f"  Nodes:       {job['node_count']} ({counts})")
     print()
     for node in nodes:
@@ -121,45 +153,75 @@ def print_target(plan: dict[str, Any], out: TextIO, *, explain: bool) -> None:
         + "\n"
     )
     if plan.get("duplicates"):
-        out.write(f"Note: dropped names given twice: {', '.join(plan['duplicates'])}\n")
+        dropped = clean_line(", ".join(plan["duplicates"]))
+        out.write(f"Note: dropped names given twice: {dropped}\n")
     for glob in plan.get("unmatched") or ():
-        out.write(f"Note: {glob!r} matched no node of the inventory\n")
+        out.write(f"Note: {clean_line(repr(glob))} matched no node of the inventory\n")
     for fact, count in (plan.get("missing_facts") or {}).items():
         out.write(
-            f"Warning: {count} node{'s' if count != 1 else ''} lack the fact {fact} and are "
-            "not targeted\n"
+            f"Warning: {count} node{'s' if count != 1 else ''} lack the fact "
+            f"{clean_line(fact)} and are not targeted\n"
         )
 
 
-def _result_lines(result: dict[str, Any] | None) -> list[str]:
+def _block(head: str, lines: list[str]) -> list[str]:
+    """``head line`` for one line; for more, ``head`` and then each line indented under
+    it. Each line is cleaned: the block's own line breaks are the only ones."""
+    if len(lines) <= 1:
+        return [f"{head} {clean_text(lines[0]) if lines else ''}".rstrip()]
+    return [head, *(f"    {clean_text(line)}" for line in lines)]
+
+
+def _text_lines(text: str) -> list[str]:
+    return text.rstrip("\n").splitlines()
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON with its text as it is (control characters come out escaped as \\u001b)."""
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+
+
+def _result_lines(result: dict[str, Any] | None, *, with_error: bool = True) -> list[str]:
+    """A task's result for people: ``_output`` as a STDOUT block, ``_error`` by its
+    message (left out without ``with_error``), strings as they are, objects and arrays
+    as indented JSON, other values as JSON (``true``, ``null``)."""
     if not result:
         return []
     lines = []
     for key, value in result.items():
+        label = f"  {clean_line(str(key))} :"
         if key == "_error" and isinstance(value, dict):
-            lines.append(f"  Error: {value.get('msg', value)}")
+            if with_error:
+                msg = value.get("msg")
+                text = msg if isinstance(msg, str) else _json(value)
+                lines.extend(_block("  Error:", _text_lines(text)))
         elif key == "_output" and isinstance(value, str):
             lines.append("  STDOUT:")
-            lines.extend(f"    {line}" for line in value.rstrip("\n").splitlines() or [""])
+            lines.extend(f"    {clean_text(line)}" for line in _text_lines(value) or [""])
+        elif isinstance(value, str):
+            lines.extend(_block(label, _text_lines(value)))
+        elif isinstance(value, dict | list):
+            # split at "\n" only: a U+2028 inside a JSON string is not a line break here
+            lines.extend(_block(label, _json(value, indent=2).split("\n")))
         else:
-            lines.append(f"  {key} : {value}")
+            lines.append(f"{label} {clean_line(_json(value))}")
     return lines
 
 
 def print_node(node: dict[str, Any], out: TextIO) -> None:
-    state, name = node["state"], node["name"]
+    """A node's line and its result; whatever the node said is cleaned of control
+    characters (an escape sequence in task output must not reach the terminal)."""
+    state, name = clean_line(str(node["state"])), clean_line(str(node["name"]))
+    message = (node.get("details") or {}).get("message")
     if state == "finished":
         out.write(f"Finished on node {name}\n")
     elif state in ("failed", "errored"):
         out.write(f"Failed on {name}\n")
-        message = node.get("details", {}).get("message")
         if message:
-            out.write(f"  Error: {message}\n")
+            out.writelines(line + "\n" for line in _block("  Error:", _text_lines(str(message))))
     else:
         out.write(f"{state.capitalize()} on {name}\n")
-    for line in _result_lines(node.get("result")):
-        if line.startswith("  Error:") and node.get("details", {}).get("message"):
-            continue
+    for line in _result_lines(node.get("result"), with_error=not message):
         out.write(line + "\n")
 
 
@@ -184,7 +246,7 @@ def watch(client: ApiClient, job_id: str, *, out: TextIO, poll: float = 0.1) -> 
         for event in page["items"]:
             details = event["details"]
             if event["type"] == "node_running":
-                out.write(f"Started on {details['node']} ...\n")
+                out.write(f"Started on {clean_line(str(details['node']))} ...\n")
             elif event["type"] in _FINAL_EVENTS:
                 node = {
                     "name": details["node"],
@@ -215,7 +277,7 @@ def summarize(
     verb = {"finished": "completed", "failed": "completed", "stopped": "stopped"}.get(
         job["state"], job["state"]
     )
-    out.write(f"\nJob {verb}. {ok}/{total} nodes succeeded.\n")
+    out.write(f"\nJob {clean_line(str(verb))}. {ok}/{total} nodes succeeded.\n")
     if duration is not None:
         out.write(f"Duration: {duration:.3f} s\n")
     if ok == total:
