@@ -13,11 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pgserver import DatabaseSupply, PostgresNotInstalled, PostgresServer
 from podium.store import Store
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# A loaded 2-core machine runs examples slowly: never a failure (no deadline, no
+# too-slow health check). Speed is measured in bench/.
+settings.register_profile("podium", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("podium")
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,7 @@ import json
 import os
 import shutil
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from podium.errors import ProtocolError
 from podium.pki.tls import client_context, server_context
 from podium.protocol import messages as msg
 from podium.protocol.envelope import Envelope
+from waiting import DEADLINE, until
 
 SERVER = "podium-server"
 BUILTIN_TASKS = Path(podium.__file__).parent / "data" / "modules" / "podium" / "tasks"
@@ -60,7 +60,7 @@ class Controller:
         self.session.send(msg.encode(message, sender=self.session.uri, target=target))
 
     async def next(self, kind: type[msg.Message]) -> Any:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(DEADLINE):
             while True:
                 message = await self.inbox.get()
                 if isinstance(message, kind):
@@ -148,7 +148,7 @@ class RunningAgent:
     async def __aexit__(self, *exc: object) -> None:
         self.agent.stop()
         assert self.task is not None
-        await asyncio.wait_for(self.task, 10)
+        await asyncio.wait_for(self.task, DEADLINE)
 
 
 def accepted(vardir: Path, txid: str, controller: Controller) -> Spool:
@@ -167,14 +167,6 @@ def accepted(vardir: Path, txid: str, controller: Controller) -> Spool:
 
 async def connected(broker: Broker) -> None:
     await until(lambda: broker.router.get("pcp://web-01/agent") is not None)
-
-
-async def until(condition: Callable[[], object], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"still not true after {within} s: {condition}")
-        await asyncio.sleep(0.01)
 
 
 def running(pid: int) -> bool:
@@ -240,7 +232,7 @@ async def test_a_request_resent_while_it_is_being_recorded_runs_once(broker, tmp
         create = agent.spool.create
 
         def slow_create(*args: Any, **kwargs: Any) -> TransactionRecord:
-            release.wait(10)
+            release.wait(DEADLINE)
             return create(*args, **kwargs)
 
         monkeypatch.setattr(agent.spool, "create", slow_create)
@@ -461,13 +453,15 @@ async def test_a_task_started_just_before_the_agent_died_is_still_reported(broke
     controller = Controller(broker)
     vardir = tmp_path / "agent"
     spool = accepted(vardir, "tx7", controller)
-    script = tmp_path / "slow.sh"
-    script.write_text("sleep 0.3; echo survived\n")
+    script, go = tmp_path / "slow.sh", tmp_path / "go"
+    script.write_text(f"while [ ! -e {go} ]; do sleep 0.01; done\necho survived\n")
     await start_task(
         spool.path("tx7"), script, task_name="t", params={}, input_method=None,
         installdir=tmp_path,
     )  # fmt: skip
     async with RunningAgent(broker, ids, vardir):
+        await connected(broker)  # the agent has recovered the task, which still runs
+        go.touch()
         final = await controller.next(msg.NonBlockingResponse)
     assert final.transaction_id == "tx7"
     assert final.results == {"_output": "survived\n"}

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from dataclasses import replace
 from typing import Any
 
-from test_daemon import Controller, RunningAgent, broker, until  # noqa: F401 - broker: a fixture
+from test_daemon import Controller, RunningAgent, broker  # noqa: F401 - broker: a fixture
 
 from podium.agent.config import AgentConfig
 from podium.agent.daemon import Agent
 from podium.agent.facts import FactsTracker
 from podium.protocol import messages as msg
+from waiting import until
 
 
 async def test_the_agent_sends_its_facts_again_when_an_external_fact_changes(broker, tmp_path):  # noqa: F811
@@ -36,7 +38,12 @@ async def test_the_agent_sends_its_facts_again_when_an_external_fact_changes(bro
 
 
 class Recorder:
-    """An agent whose facts are whatever the test says, and whose sends are recorded."""
+    """An agent whose facts are whatever the test says, and whose sends are recorded.
+
+    Each check of the facts waits for the test to :meth:`allow` it, so the test knows
+    how many checks were made: a check that waits means the one before it, and its
+    send if any, are done.
+    """
 
     def __init__(self, tmp_path: Any, *, refresh_every: int) -> None:
         config = AgentConfig(
@@ -50,12 +57,20 @@ class Recorder:
         self.agent._facts = FactsTracker(refresh_every=refresh_every)
         self.agent._ws = object()  # type: ignore[assignment] # "connected"
         self.facts: dict[str, Any] = {"certname": "web-01", "os": {"family": "Debian"}}
-        self.checks = 0
+        self.checks = 0  # checks allowed and made
+        self.waiting = 0  # checks begun (at most one waits for the test)
+        self._allowed = threading.Semaphore(0)
         self.sent: list[dict[str, Any]] = []
         self.agent._gather = self._gather  # type: ignore[method-assign]
         self.agent._send = self._send  # type: ignore[method-assign]
 
-    def _gather(self) -> dict[str, Any]:
+    def allow(self, checks: int) -> None:
+        for _ in range(checks):
+            self._allowed.release()
+
+    def _gather(self) -> dict[str, Any]:  # in a worker thread
+        self.waiting += 1
+        self._allowed.acquire()
         self.checks += 1
         return {**self.facts, "system_uptime": {"seconds": self.checks}}
 
@@ -68,16 +83,25 @@ class Recorder:
 
 async def test_unchanged_facts_are_not_sent_again_until_the_refresh(tmp_path):
     recorder = Recorder(tmp_path, refresh_every=5)
+    recorder.allow(1)
     await recorder.agent._send_facts()  # on connect
     watching = asyncio.create_task(recorder.agent._watch_facts())
+
+    async def checked(count: int) -> None:
+        """Let the watcher make checks up to the ``count``th, and see it done."""
+        recorder.allow(count - recorder.checks)
+        await until(lambda: recorder.waiting == count + 1, what=f"check {count} done")
+
     try:
-        await until(lambda: recorder.checks >= 5)
+        await checked(5)
         assert len(recorder.sent) == 1  # four checks found only volatile changes
-        await until(lambda: recorder.checks >= 6)
+        await checked(6)
         assert len(recorder.sent) == 2  # the fifth check refreshed them
         assert recorder.sent[1]["system_uptime"]["seconds"] == 6
         recorder.facts = {**recorder.facts, "role": "web"}
-        await until(lambda: len(recorder.sent) == 3)
+        await checked(7)
+        assert len(recorder.sent) == 3
         assert recorder.sent[2]["role"] == "web"
     finally:
         watching.cancel()
+        recorder.allow(1)  # the check waiting in its thread ends

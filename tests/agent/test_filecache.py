@@ -14,6 +14,7 @@ import pytest
 
 from podium.agent.filecache import FileCache
 from podium.errors import ValidationError
+from waiting import until
 
 CONTENT = b"#!/bin/sh\necho cached\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -34,16 +35,18 @@ def _spec(**overrides: Any) -> dict[str, Any]:
 
 
 class Server:
-    """A fake file server that records what was asked."""
+    """A fake file server that records what was asked; with a ``gate``, each answer
+    waits for it to be set."""
 
-    def __init__(self, content: bytes = CONTENT, delay: float = 0.0) -> None:
+    def __init__(self, content: bytes = CONTENT, gate: asyncio.Event | None = None) -> None:
         self.content = content
-        self.delay = delay
+        self.gate = gate
         self.requests: list[str] = []
 
     async def __call__(self, path: str) -> bytes:
         self.requests.append(path)
-        await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         return self.content
 
 
@@ -62,9 +65,15 @@ async def test_a_file_is_fetched_once_then_served_from_the_cache(tmp_path: Path)
 
 
 async def test_concurrent_requests_for_a_file_share_one_download(tmp_path: Path) -> None:
-    server = Server(delay=0.05)
+    gate = asyncio.Event()
+    server = Server(gate=gate)
     cache = FileCache(tmp_path / "cache", server)
-    paths = await asyncio.gather(*(cache.get(_spec()) for _ in range(20)))
+    first = [asyncio.ensure_future(cache.get(_spec())) for _ in range(10)]
+    await until(lambda: server.requests, what="the download to start")
+    # Requests made while the download is under way (the file is not cached yet).
+    later = [asyncio.ensure_future(cache.get(_spec())) for _ in range(10)]
+    gate.set()
+    paths = await asyncio.gather(*first, *later)
     assert len(set(paths)) == 1
     assert len(server.requests) == 1
 

@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +19,10 @@ import podium
 from podium.agent import taskrun
 from podium.agent.taskrun import read_outcome, start_task, wait_task
 from podium.errors import Conflict, ValidationError
+from waiting import DEADLINE, until
 
 TASK_ERROR = "puppetlabs.tasks/task-error"
 TASK_TIMEOUT = "puppetlabs.tasks/task-timeout"
-
-
-async def until(condition: Callable[[], object], within: float = 10.0) -> None:
-    """Wait for ``condition`` to hold, failing after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"still not true after {within} s: {condition}")
-        await asyncio.sleep(0.01)
 
 
 def running(pid: int) -> bool:
@@ -231,13 +216,14 @@ async def test_json_object_output_becomes_the_result(tmp_path: Path) -> None:
 
 
 async def test_a_task_outlives_an_agent_restart(tmp_path: Path) -> None:
+    go = tmp_path / "go"
     task = _script(
         tmp_path,
         "slow.sh",
-        """
+        f"""
         #!/bin/sh
-        sleep 1
-        echo '{"survived": true}'
+        while [ ! -e {go} ]; do sleep 0.01; done
+        echo '{{"survived": true}}'
         """,
     )
     txdir = tmp_path / "spool" / "tx-restart"
@@ -259,8 +245,9 @@ async def test_a_task_outlives_an_agent_restart(tmp_path: Path) -> None:
     pid = int(started.stdout)
     assert taskrun._alive(pid), "the task should still run after its agent exited"
     assert not (txdir / "exitcode").exists()
+    go.touch()
     # The restarted agent only has the pid from its spool.
-    ok, result = await wait_task(txdir, pid, poll=0.02)
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid, poll=0.02), DEADLINE)
     assert (ok, result) == (True, {"survived": True})
 
 
@@ -307,7 +294,7 @@ async def test_fifty_tasks_run_concurrently(tmp_path: Path) -> None:
             installdir=tmp_path,
         )
         started.append(wait_task(txdir, pid))
-    results = await asyncio.wait_for(asyncio.gather(*started), timeout=30)
+    results = await asyncio.wait_for(asyncio.gather(*started), DEADLINE)
     assert results == [(True, {"_output": f"n{i}\n"}) for i in range(50)]
 
 
@@ -401,7 +388,7 @@ async def test_a_task_past_its_timeout_is_stopped_with_its_children(
         txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path,
         time_limit=1,
     )  # fmt: skip
-    ok, result = await asyncio.wait_for(wait_task(txdir, pid), 30)
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid), DEADLINE)
     assert not ok
     assert result == {
         "_error": {
@@ -426,7 +413,7 @@ async def test_a_task_that_ends_on_sigterm_is_not_given_the_whole_grace(
         txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path,
         time_limit=0.5,
     )  # fmt: skip
-    _, result = await asyncio.wait_for(wait_task(txdir, pid), 30)
+    _, result = await asyncio.wait_for(wait_task(txdir, pid), DEADLINE)
     assert result["_error"]["kind"] == TASK_TIMEOUT
     assert (txdir / "exitcode").read_text() == "143\n"  # the wrapper saw it end
     await until(lambda: not running(int((tmp_path / "child.pid").read_text())))
@@ -467,7 +454,7 @@ async def test_the_deadline_outlives_an_agent_restart(
     pid = int(started.stdout)
     # The restarted agent follows the task by its pid, and stops it at the deadline it
     # was given when it started: it would otherwise sleep for 1000 s.
-    ok, result = await asyncio.wait_for(wait_task(txdir, pid, poll=0.02), 30)
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid, poll=0.02), DEADLINE)
     assert not ok
     assert result["_error"]["kind"] == TASK_TIMEOUT
     await until(lambda: not running(int((tmp_path / "child.pid").read_text())))

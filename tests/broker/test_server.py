@@ -18,6 +18,7 @@ from podium.broker.server import Broker
 from podium.pki.tls import client_context, server_context
 from podium.protocol import messages as msg
 from podium.protocol.envelope import parse, serialize
+from waiting import DEADLINE, until
 
 SERVER = "podium-server"
 
@@ -53,7 +54,7 @@ async def client(broker: Broker, ids: Identities, certname: str, client_type: st
 
 
 async def receive(ws: ClientConnection) -> msg.Message:
-    return msg.decode(parse(await asyncio.wait_for(ws.recv(), 5)))
+    return msg.decode(parse(await asyncio.wait_for(ws.recv(), DEADLINE)))
 
 
 async def still_served(ws: ClientConnection) -> None:
@@ -70,9 +71,7 @@ async def still_served(ws: ClientConnection) -> None:
 
 
 async def wait_connected(broker: Broker, *uris: str) -> None:
-    async with asyncio.timeout(5):
-        while not all(broker.router.get(u) for u in uris):
-            await asyncio.sleep(0.01)
+    await until(lambda: all(broker.router.get(u) for u in uris), what=f"{uris} to connect")
 
 
 async def test_a_request_travels_from_controller_to_agent_and_back(broker, ids):
@@ -152,7 +151,7 @@ async def test_a_revoked_certificate_is_dropped_at_once_and_refused_after(broker
         await wait_connected(broker, "pcp://web-01/agent", "pcp://web-02/agent")
         await asyncio.to_thread(ids.ca.revoke, "web-01")
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(agent.recv(), 5)
+            await asyncio.wait_for(agent.recv(), DEADLINE)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     with pytest.raises(InvalidStatus) as refused:
         await client(broker, ids, "web-01")
@@ -165,8 +164,10 @@ async def test_a_second_connection_replaces_the_first(broker, ids):
     await wait_connected(broker, "pcp://web-01/agent")
     async with await client(broker, ids, "web-01") as second:
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(first.recv(), 5)
-        await asyncio.sleep(0.05)
+            await asyncio.wait_for(first.recv(), DEADLINE)
+        # Until the broker is done with the first connection (its handler has removed
+        # it from the router): only the second one is left open on the server.
+        await until(lambda: len(broker._server.all_connections) == 1, what="the cleanup")
         session = broker.router.get("pcp://web-01/agent")
         assert session is not None and session.transport is not None
         await still_served(second)

@@ -17,32 +17,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from pgserver import PostgresServer
 from podium.cli.client import ApiClient
 from podium.cli.fleet import SERVER_CERTNAME, Fleet
+from podium.errors import NotFound
+from waiting import DEADLINE, wait_for
 
 NODES = [f"node-{i}.e2e" for i in range(1, 6)]
 SERVER_URI = f"pcp://{SERVER_CERTNAME}/server"
 TERMINAL = frozenset({"finished", "failed", "stopped"})
 ECHO = "still here"
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T], *, timeout: float = 20.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def echoed(nodes: list[str]) -> dict[str, Any]:
@@ -140,14 +130,16 @@ class Installation:
 
     def wait_for_facts(self, *certnames: str, timeout: float = 30.0) -> None:
         """Until the server has stored facts of each of ``certnames``."""
+
+        def stored(certname: str) -> Any:
+            url = f"{self.fleet.server_url}/pdb/query/v4/nodes/{certname}/facts"
+            try:
+                return self.api.call("GET", url)
+            except NotFound:  # not yet
+                return None
+
         for certname in certnames:
-            wait_for(
-                f"facts of {certname}",
-                lambda c=certname: self.api.call(
-                    "GET", f"{self.fleet.server_url}/pdb/query/v4/nodes/{c}/facts"
-                ),
-                timeout=timeout,
-            )
+            wait_for(f"facts of {certname}", lambda c=certname: stored(c), timeout=timeout)
 
     def wait_disconnected(self, certname: str, *, timeout: float = 10.0) -> None:
         wait_for(
@@ -241,7 +233,7 @@ def start_installation(
             installation.close()
         fleet.stop()
         # SIGKILL is delivered, not waited for: give the kernel a moment.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + DEADLINE
         while (leftovers := fleet.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.05)
         shutil.rmtree(root, ignore_errors=True)

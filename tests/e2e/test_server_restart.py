@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import re
 
 import pytest
 
@@ -19,9 +19,10 @@ def test_job_completes_after_the_server_is_killed_mid_job(
     request: pytest.FixtureRequest, backend: str
 ) -> None:
     with start_installation(NODES, database_url=new_database(request, backend)) as podium:
-        runs = podium.root / "runs"
+        runs, go = podium.root / "runs", podium.root / "go"
         # A task runs in its agent's file cache, so its working directory names the node.
-        command = f'pwd >> {runs}; sleep 2; echo "done"'
+        # It goes on once the test says so: only after the server's restart.
+        command = f'pwd >> {runs}; while [ ! -e {go} ]; do sleep 0.05; done; echo "done"'
         job_id = podium.run_task("podium::command", {"command": command}, NODES)
         for node in NODES:
             podium.wait_node_state(job_id, node, "running")
@@ -32,6 +33,8 @@ def test_job_completes_after_the_server_is_killed_mid_job(
 
         podium.kill_server()
         podium.restart_server()
+        podium.wait_connected(*NODES)
+        go.touch()
 
         job = podium.wait_job(job_id)
         nodes = podium.nodes(job_id)
@@ -56,11 +59,12 @@ def test_task_runs_when_the_server_dies_before_its_agent_fetched_the_task_file()
         wait_for(
             "the agent to take the request", lambda: podium.spool_status(node, txid) is not None
         )
-        # Let the agent meet the dead server before it comes back; an agent that retries
-        # keeps the transaction open, hence the bound.
-        settle_by = time.monotonic() + 3
-        while podium.spool_status(node, txid) not in FINISHED and time.monotonic() < settle_by:
-            time.sleep(0.05)
+        # The agent meets the dead server before it comes back, and retries.
+        wait_for(
+            "the agent to find the server gone",
+            lambda: re.search(r"download of \S+ failed .*; retrying", podium.agent_log(node)),
+        )
+        assert podium.spool_status(node, txid) not in FINISHED
 
         podium.restart_server()
 

@@ -9,6 +9,7 @@ from podium.broker.routing import Router
 from podium.broker.server import Broker
 from podium.pki.tls import server_context
 from podium.server.runtime import Runtime, open_ca
+from waiting import DEADLINE, until
 
 from .conftest import api_client
 from .fleet import FakeAgent
@@ -36,9 +37,7 @@ async def test_a_task_job_runs_through_a_standalone_broker(settings, tmp_path):
     agents = [FakeAgent(broker, f"web-0{i}") for i in (1, 2)]
     await runtime.start()
     try:
-        async with asyncio.timeout(5):
-            while len(runtime.link.connected) < 2:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(runtime.link.connected) == 2, what="both agents")
         async with api_client(runtime) as api:
             body = {
                 "task": "podium::echo",
@@ -46,15 +45,15 @@ async def test_a_task_job_runs_through_a_standalone_broker(settings, tmp_path):
                 "scope": {"nodes": ["web-01", "web-02"]},
             }
             job_id = int((await api.post("/command/task", json=body)).json()["job"]["name"])
-            await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+            await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
             job = (await api.get(f"/jobs/{job_id}")).json()
             assert job["node_states"] == {"finished": 2}
+            # Each result is acknowledged once stored; the ack crosses the broker after.
+            await until(lambda: all(a.acks for a in agents), what="the acks")
             assert all(len(a.acks) == 1 for a in agents)
             # The broker going away makes the nodes disconnected for the engine.
             await broker.stop()
-            async with asyncio.timeout(5):
-                while runtime.link.connected:
-                    await asyncio.sleep(0.01)
+            await until(lambda: not runtime.link.connected, what="the nodes to go")
             # Without a broker, a job is refused with the real reason, not failed nodes.
             refused = await api.post("/command/task", json=body)
             assert refused.status_code == 503

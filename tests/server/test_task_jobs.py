@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from podium.server.runtime import Runtime
+from waiting import DEADLINE, until
 
 from .conftest import api_client
 from .fleet import FakeAgent
@@ -27,8 +28,23 @@ async def run(api: httpx.AsyncClient, runtime: Runtime, body: dict[str, Any]) ->
     response = await api.post("/command/task", json=body)
     assert response.status_code == 202, response.text
     job_id = response.json()["job"]["name"]
-    await asyncio.wait_for(runtime.jobs.wait(int(job_id)), 10)
+    await asyncio.wait_for(runtime.jobs.wait(int(job_id)), DEADLINE)
     return (await api.get(f"/jobs/{job_id}")).json()
+
+
+async def start(api: httpx.AsyncClient, body: dict[str, Any]) -> int:
+    """Submit a job; returns its id once its (only) node's agent has accepted the
+    request: the node shows as running."""
+    response = await api.post("/command/task", json=body)
+    assert response.status_code == 202, response.text
+    job_id = int(response.json()["job"]["name"])
+    await until(lambda: node_state(api, job_id, "running"), what=f"job {job_id} to run")
+    return job_id
+
+
+async def node_state(api: httpx.AsyncClient, job_id: int, state: str) -> bool:
+    (node,) = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
+    return bool(node["state"] == state)
 
 
 async def nodes_of(api: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -98,9 +114,7 @@ async def test_a_task_error_fails_the_node_and_the_job(api, runtime):
 
 async def test_an_agent_that_refuses_the_request_leaves_the_node_errored(api, runtime):
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
+    job_id = await start(api, task_body(["web-01"]))
     (request,) = agent.requests
     from podium.protocol import messages as msg
 
@@ -108,7 +122,7 @@ async def test_an_agent_that_refuses_the_request_leaves_the_node_errored(api, ru
         msg.RpcError(transaction_id=request.transaction_id, description="no such action"),
         runtime.link.uri,
     )
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     nodes = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
     assert nodes[0]["state"] == "errored"
     assert nodes[0]["details"]["message"] == "no such action"
@@ -117,30 +131,25 @@ async def test_an_agent_that_refuses_the_request_leaves_the_node_errored(api, ru
 async def test_a_result_sent_for_another_nodes_transaction_is_ignored(api, runtime):
     victim = FakeAgent(runtime.broker, "web-01", lambda request: None)
     liar = FakeAgent(runtime.broker, "web-02", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
+    job_id = await start(api, task_body(["web-01"]))
     (request,) = victim.requests
     liar.finish(request.transaction_id, {"_output": "forged"}, runtime.link.uri)
-    await asyncio.sleep(0.05)
     await runtime.jobs.flush()
     nodes = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
     assert nodes[0]["state"] == "running"
     victim.finish(request.transaction_id, {"_output": "real"}, runtime.link.uri)
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     nodes = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
     assert nodes[0]["result"] == {"_output": "real"}
 
 
 async def test_a_node_that_reconnects_mid_job_gets_the_request_again(api, runtime):
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
+    job_id = await start(api, task_body(["web-01"]))
     agent.disconnect()
     agent.behaviour = lambda request: {"_output": "after reconnect"}
     agent.connect()
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     assert len(agent.requests) == 2
     assert agent.requests[0].transaction_id == agent.requests[1].transaction_id
     job = (await api.get(f"/jobs/{job_id}")).json()
@@ -150,11 +159,9 @@ async def test_a_node_that_reconnects_mid_job_gets_the_request_again(api, runtim
 async def test_a_node_that_stays_away_past_the_grace_period_fails(api, runtime):
     runtime.jobs.reconnect_grace = 0.05
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
+    job_id = await start(api, task_body(["web-01"]))
     agent.disconnect()
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     nodes = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
     assert nodes[0]["state"] == "failed"
     assert "did not come back within" in nodes[0]["details"]["message"]
@@ -165,7 +172,6 @@ async def test_a_duplicate_final_result_is_acknowledged_again_and_changes_nothin
     job = await run(api, runtime, task_body(["web-01"]))
     (request,) = agent.requests
     agent.finish(request.transaction_id, {"_output": "late copy"}, runtime.link.uri)
-    await asyncio.sleep(0.05)
     await runtime.jobs.flush()
     assert agent.acks == [request.transaction_id, request.transaction_id]
     nodes = await nodes_of(api, job)
@@ -177,7 +183,6 @@ async def test_facts_sent_by_an_agent_are_stored(api, runtime):
 
     agent = FakeAgent(runtime.broker, "web-01")
     agent.send(msg.FactsUpdate(facts={"os": {"family": "Debian"}}), "pcp://*/server")
-    await asyncio.sleep(0.05)
     await runtime.jobs.flush()
     node = await asyncio.to_thread(runtime.store.get_node, "web-01")
     assert node.facts == {"os": {"family": "Debian"}}
@@ -197,10 +202,7 @@ async def test_facts_sent_by_an_agent_are_stored(api, runtime):
 
 async def test_a_restarted_server_resumes_unfinished_jobs(settings, api, runtime):
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
-    await runtime.jobs.flush()
+    job_id = await start(api, task_body(["web-01"]))
     (request,) = agent.requests
     await runtime.stop()
 
@@ -210,7 +212,7 @@ async def test_a_restarted_server_resumes_unfinished_jobs(settings, api, runtime
         agent.broker = again.broker
         agent.behaviour = lambda request: {"_output": "done"}
         agent.connect()
-        await asyncio.wait_for(again.jobs.wait(job_id), 5)
+        await asyncio.wait_for(again.jobs.wait(job_id), DEADLINE)
         job = await asyncio.to_thread(again.store.get_job, job_id)
         assert job.state == "finished"
         assert [r.transaction_id for r in agent.requests] == [request.transaction_id] * 2
@@ -277,17 +279,14 @@ async def test_task_input_too_big_for_a_message_is_refused_before_any_job(api, r
 async def test_a_result_arriving_after_the_grace_period_corrects_node_and_job(api, runtime):
     runtime.jobs.reconnect_grace = 0.05
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
-    response = await api.post("/command/task", json=task_body(["web-01"]))
-    job_id = int(response.json()["job"]["name"])
-    await asyncio.sleep(0.05)
+    job_id = await start(api, task_body(["web-01"]))
     agent.disconnect()
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 5)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "failed"
 
     agent.connect()
     (request, *_) = agent.requests
     agent.finish(request.transaction_id, {"_output": "ran after all\n"}, runtime.link.uri)
-    await asyncio.sleep(0.05)
     await runtime.jobs.flush()
     node = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"][0]
     assert node["state"] == "finished"
@@ -318,15 +317,17 @@ async def test_the_server_deletes_jobs_older_than_the_retention_period(settings)
         )  # fmt: skip
         store.set_job_state(kept, "finished", datetime.now(UTC))
     runtime = Runtime(dataclasses.replace(settings, job_retention_days=2))
+
+    async def purged() -> bool:
+        try:
+            await asyncio.to_thread(runtime.store.get_job, old)
+        except NotFound:
+            return True
+        return False
+
     await runtime.start()
     try:
-        async with asyncio.timeout(5):
-            while True:
-                try:
-                    await asyncio.to_thread(runtime.store.get_job, old)
-                except NotFound:
-                    break
-                await asyncio.sleep(0.02)
+        await until(purged, what="the old job to be deleted")
         assert (await asyncio.to_thread(runtime.store.get_job, kept)).id == kept
     finally:
         await runtime.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy import text
 from podium.protocol import messages as msg
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
+from waiting import DEADLINE, until
 
 from .fleet import FakeAgent
 
@@ -66,13 +66,9 @@ async def connect(runtime: Runtime, certname: str, features: list[str] | None) -
     """A fake agent that has told the server its features, as a real one does on connect."""
     agent = FakeAgent(runtime.broker, certname, lambda request: {"ok": True})
     agent.send(msg.FactsUpdate(facts={}, features=features), "pcp://*/server")
-    deadline = time.monotonic() + 10
-    while (await asyncio.to_thread(runtime.store.node_features, [certname])).get(
-        certname
-    ) != features:
-        assert time.monotonic() < deadline, "the facts were never stored"
-        await runtime.jobs.flush()
-        await asyncio.sleep(0.01)
+    await runtime.jobs.flush()
+    stored = await asyncio.to_thread(runtime.store.node_features, [certname])
+    assert stored.get(certname) == features
     return agent
 
 
@@ -84,7 +80,7 @@ async def submit(api: httpx.AsyncClient, **body: Any) -> httpx.Response:
 async def finish(runtime: Runtime, response: httpx.Response) -> int:
     assert response.status_code == 202, response.text
     job_id = int(response.json()["job"]["name"])
-    await asyncio.wait_for(runtime.jobs.wait(job_id), 10)
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     return job_id
 
 
@@ -252,10 +248,7 @@ async def test_secrets_are_nowhere_in_clear_but_a_restarted_server_still_sends_t
         scope={"nodes": ["web-01"]},
     )
     job_id = int(response.json()["job"]["name"])
-    deadline = time.monotonic() + 10
-    while not agent.requests:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await until(lambda: agent.requests, what="the request to reach the node")
     await runtime.jobs.flush()
     shown = (await api.get(f"/jobs/{job_id}")).text
     assert SECRET not in shown
@@ -269,7 +262,7 @@ async def test_secrets_are_nowhere_in_clear_but_a_restarted_server_still_sends_t
         agent.broker = again.broker
         agent.behaviour = lambda request: {"ok": True}
         agent.connect()
-        await asyncio.wait_for(again.jobs.wait(job_id), 10)
+        await asyncio.wait_for(again.jobs.wait(job_id), DEADLINE)
         assert [r.params["input"]["password"] for r in agent.requests] == [SECRET, SECRET]
         assert SECRET not in _database_text(again)
     finally:

@@ -11,8 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import podium
 from podium.errors import ValidationError
 from podium.tasks import CodeDir, builtin_codedir, validate_params
 from podium.tasks.codedir import BUILTIN_MODULES
+from waiting import wait_for
 
 SCRIPT = Path(podium.__file__).resolve().parent / "data/modules/service/tasks/init.sh"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -145,14 +145,6 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :][:1] != "Z"
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[InitService]:
     """A stopped, disabled init-script service; removed (daemon killed) afterwards."""
@@ -222,7 +214,7 @@ def test_start_status_stop_status_through_the_init_script(
     assert init(tmp_path, service, "status")["status"] == "running"
 
     assert init(tmp_path, service, "stop")["status"] == "stopped"
-    wait_for(lambda: not alive(pid))
+    wait_for("the daemon to stop", lambda: not alive(pid))
     assert init(tmp_path, service, "status")["status"] == "stopped"
 
 
@@ -251,7 +243,7 @@ def test_restart_runs_a_new_daemon(tmp_path: Path, service: InitService) -> None
     assert second is not None
     assert second != first
     assert alive(second)
-    wait_for(lambda: not alive(first))
+    wait_for("the first daemon to stop", lambda: not alive(first))
 
 
 @needs_init_d

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 _MAX_TIMEOUT = 7 * 24 * 3600
 _GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
+# Stores (certname, facts, when) items and each agent's features, in one transaction.
+FactsSink = Callable[
+    [Sequence[tuple[str, dict[str, Any], datetime]], Mapping[str, Sequence[str] | None]], None
+]
 # What a node whose agent never listed its features is assumed to run.
 DEFAULT_FEATURES = ("shell",)
 
@@ -100,6 +104,7 @@ class JobService:
         codedir: CodeDir,
         *,
         sealer: Sealer,
+        record_facts: FactsSink | None = None,
         # Timeouts
         flush_interval: float = 0.005,
         reconnect_grace: float = 300.0,
@@ -111,6 +116,8 @@ class JobService:
         self.link = link
         self.codedir = codedir
         self.sealer = sealer
+        # Where the facts agents send go (the inventory); the store's own table by default.
+        self._record_facts: FactsSink = record_facts or store.record_facts_many
         self.flush_interval = flush_interval
         self.reconnect_grace = reconnect_grace
         self.stop_timeout = stop_timeout
@@ -576,7 +583,7 @@ class JobService:
 
     def _write(self, batch: _Batch) -> None:
         if batch.facts:
-            self.store.record_facts_many(
+            self._record_facts(
                 [(c, f, at) for c, (f, at, _) in batch.facts.items()],
                 {c: features for c, (_, _, features) in batch.facts.items()},
             )

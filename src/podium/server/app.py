@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podium import __version__
 from podium.errors import PodiumError
-from podium.server import ca_api, classifier_api, files_api, orchestrator
+from podium.server import ca_api, classifier_api, files_api, orchestrator, pdb_api
 from podium.server.runtime import Runtime
 
 
@@ -64,6 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(classifier_api.router)
     app.include_router(ca_api.router)
     app.include_router(files_api.router)
+    app.include_router(pdb_api.router)
 
     @app.get("/status/v1/simple", include_in_schema=False)
     async def simple_status() -> dict[str, str]:

@@ -15,7 +15,9 @@ from podium.broker.server import Broker
 from podium.classifier.store import GroupStore
 from podium.errors import PodiumError
 from podium.files import write_atomic
+from podium.inventory.query import run_query
 from podium.inventory.service import InventoryService
+from podium.inventory.store import InventoryStore
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
@@ -134,6 +136,7 @@ class Runtime:
             link,
             self.codedir,
             sealer=self.sealer,
+            record_facts=InventoryStore.of(self.store).record_facts_many,
             reconnect_grace=settings.reconnect_grace,
         )
         self.inventory = InventoryService(self.store, GroupStore(self.store), self._run_query)
@@ -143,8 +146,6 @@ class Runtime:
         self._stopping = asyncio.Event()
 
     def _run_query(self, ast: list[Any]) -> list[Any]:
-        from podium.inventory.query import run_query
-
         rows, _ = run_query(self.store, ast)
         return list(rows)
 

@@ -14,11 +14,13 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -68,6 +70,30 @@ BigID = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# The columns PuppetDB's nodes endpoint adds to a node (see ``nodes`` below).
+_NODE_TIMESTAMPS = (
+    "deactivated",
+    "expired",
+    "producer_timestamp",
+    "catalog_timestamp",
+    "report_timestamp",
+)
+_NODE_STRINGS = (
+    "facts_environment",
+    "producer",
+    "catalog_environment",
+    "report_environment",
+    "latest_report_status",
+    "latest_report_hash",
+    "latest_report_job_id",
+    "cached_catalog_status",
+)
+_NODE_FLAGS = (
+    "latest_report_noop",
+    "latest_report_noop_pending",
+    "latest_report_corrective_change",
+)
+
 nodes = Table(
     "nodes",
     metadata,
@@ -78,7 +104,71 @@ nodes = Table(
     Column("last_seen", UTCDateTime(), nullable=False),
     # What the node's agent can run (shell, python, ...); NULL until it has said.
     Column("features", JSONDocument, nullable=True),
+    # What PuppetDB's nodes endpoint shows (podium.inventory); NULL where Podium has no
+    # catalogs or reports. A node deactivated or expired leaves query results but keeps
+    # its facts; newer facts bring it back.
+    *(Column(name, UTCDateTime(), nullable=True) for name in _NODE_TIMESTAMPS),
+    *(Column(name, String(255), nullable=True) for name in _NODE_STRINGS),
+    *(Column(name, Boolean, nullable=True) for name in _NODE_FLAGS),
     PrimaryKeyConstraint("certname"),
+    # Covers what inventory queries read of a node, so that they never touch the rows
+    # themselves: in SQLite those carry the facts document in overflow pages.
+    Index(
+        "ix_nodes_inventory",
+        "certname",
+        "facts_timestamp",
+        *_NODE_TIMESTAMPS,
+        *_NODE_STRINGS,
+        *_NODE_FLAGS,
+    ),
+)
+
+# The nodes queries leave out by default; few, with an index of their own.
+INACTIVE = nodes.c.deactivated.is_not(None) | nodes.c.expired.is_not(None)
+Index("ix_nodes_inactive", nodes.c.certname, sqlite_where=INACTIVE, postgresql_where=INACTIVE)
+
+# The inventory's index of facts (podium.inventory.store): a node's fact set has an id;
+# every leaf of the document is a row, by path, so that a query reads one path's rows.
+factsets = Table(
+    "factsets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "certname",
+        String(255),
+        ForeignKey("nodes.certname", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("hash", String(40), nullable=False),  # SHA-1 of the facts, to skip unchanged ones
+    UniqueConstraint("certname"),
+    sqlite_autoincrement=True,  # ids never come back: leaves have no foreign key to care
+)
+
+# Every path seen with every type of value it had (PuppetDB's fact_paths); kept for good.
+fact_paths = Table(
+    "fact_paths",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False),  # JSON array: ["networking", "interfaces", 0]
+    Column("type", SmallInteger, nullable=False),  # podium.inventory.facts.FactType
+    Column("name", Text, nullable=False),  # the top-level fact
+    Column("depth", Integer, nullable=False),
+    UniqueConstraint("path", "type"),
+    Index(None, "name", "depth"),
+)
+
+# One row per leaf (and per structured top-level fact), clustered by path. No foreign
+# keys and no index by fact set: on millions of rows they cost more than they give (a
+# node's own leaves are found from its document, or by probing each path).
+fact_leaves = Table(
+    "fact_leaves",
+    metadata,
+    Column("path_id", Integer, nullable=False),
+    Column("factset_id", Integer, nullable=False),
+    Column("s", Text, nullable=True),  # a string, or an integer's digits beyond 2**53
+    Column("n", Double, nullable=True),  # a number; a boolean as 0 or 1
+    PrimaryKeyConstraint("path_id", "factset_id"),
+    sqlite_with_rowid=False,
 )
 
 # The classifier's node groups (PE's shape); the root group is its own parent, and

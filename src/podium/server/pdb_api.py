@@ -1,0 +1,508 @@
+"""PuppetDB 7's HTTP API over the inventory: commands, queries, version and status.
+
+``POST /pdb/cmd/v1`` takes "replace facts" (v4, v5) and "deactivate node" (v3), with
+the command in the query string and the payload as the body, or all of it in the body
+(PuppetDB's older form). A 200 means the command is queued, as in PuppetDB:
+one writer thread stores whatever has queued up as one transaction
+(:class:`CommandWriter`). ``secondsToWaitForCompletion`` waits until it is stored; so
+does every submitter while too many commands wait. Facts that cannot be stored are a
+400 before they are queued; the queue is written out when the server stops.
+
+``/pdb/query/v4`` takes PQL or AST with PuppetDB's paging parameters; its entity
+endpoints take AST. Errors are Podium's ``{kind, msg, details}`` with PuppetDB's
+status codes and messages (see ``docs/inventory.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
+
+from podium.errors import NotFound, PodiumError, ValidationError
+from podium.inventory.facts import digest as facts_digest
+from podium.inventory.query import QUERY_ERROR, run_query
+from podium.inventory.query.checks import parse_timestamp
+from podium.inventory.query.decode import iso
+from podium.inventory.store import FactsCommand, InventoryStore
+from podium.protocol.names import validate_certname
+from podium.server.auth import require_token
+
+PUPPETDB_VERSION: Final = "7.12.1"  # what clients see; they compare the major version
+MAX_COMMAND_BYTES: Final = 32 * 1024 * 1024
+_KIND: Final = "puppetlabs.puppetdb/invalid-command"
+_QUERY_KIND: Final = QUERY_ERROR
+_COMMANDS: Final = {"replace facts": (4, 5), "deactivate node": (3,)}
+_QUERY_PARAMETERS: Final = frozenset(
+    {"query", "limit", "offset", "order_by", "include_total", "pretty", "origin"}
+    | {"optimize_drop_unused_joins", "ast_only"}
+)
+
+_METHODS: Final = ["GET", "POST"]
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    writer: CommandWriter | None = getattr(app.state, "pdb_writer", None)
+    if writer is not None:  # what was queued is stored before the server stops
+        await asyncio.to_thread(writer.join)
+
+
+router = APIRouter(dependencies=[Depends(require_token)], lifespan=_lifespan)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as submitted: facts to replace, or a node to deactivate."""
+
+    certname: str
+    facts: FactsCommand | None = None
+    deactivate_at: datetime | None = None
+
+
+class CommandWriter:
+    """Commands waiting to be stored, and the thread that stores them in batches.
+
+    The thread runs while commands wait and ends when none are left; what arrived
+    while it wrote the last batch is the next one. A batch that a bad document makes
+    fail is written again one command at a time, so that only that command fails.
+    """
+
+    def __init__(
+        self, inventory: InventoryStore, *, max_batch: int = 500, max_pending: int = 500
+    ) -> None:
+        self.inventory = inventory
+        self.max_batch = max_batch
+        self.max_pending = max_pending  # beyond: submitters wait for their command
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Command, Future[str]]] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def submit(self, command: Command) -> Future[str]:
+        future: Future[str] = Future()
+        with self._lock:
+            self._pending.append((command, future))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="podium-inventory-writer", daemon=True
+                )
+                self._thread.start()
+        return future
+
+    def join(self) -> None:
+        """Until every command submitted so far is stored (or failed)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                if not batch:
+                    self._thread = None
+                    return
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Command, Future[str]]]) -> None:
+        run: list[tuple[Command, Future[str]]] = []
+        for item in [*batch, None]:  # runs of facts, each one transaction, in order
+            if item is not None and item[0].facts is not None:
+                run.append(item)
+                continue
+            if run:
+                self._store_facts(run)
+                run = []
+            if item is not None:
+                command, future = item
+                self._settle(
+                    future, self.inventory.deactivate_node, command.certname, command.deactivate_at
+                )
+
+    def _store_facts(self, run: list[tuple[Command, Future[str]]]) -> None:
+        commands = [c.facts for c, _ in run if c.facts is not None]
+        try:
+            statuses = self.inventory.replace_facts_many(commands)
+        except ValidationError:
+            if len(run) == 1:
+                self._settle(run[0][1], self.inventory.replace_facts_many, commands)
+                return
+            for one in run:
+                self._store_facts([one])
+            return
+        except BaseException as error:
+            for _, future in run:
+                _failed(future, error)
+            return
+        for (_, future), status in zip(run, statuses, strict=True):
+            future.set_result(status)
+
+    @staticmethod
+    def _settle(future: Future[str], call: Any, *args: Any) -> None:
+        try:
+            result = call(*args)
+        except BaseException as error:
+            _failed(future, error)
+        else:
+            future.set_result(result[0] if isinstance(result, list) else result)
+
+
+def _failed(future: Future[str], error: BaseException) -> None:
+    """A command that could not be stored: its submitter may have gone (it was told the
+    command was queued), so the log says so too."""
+    message = error.msg if isinstance(error, PodiumError) else repr(error)
+    log.error("a command could not be stored: %s", message)
+    future.set_exception(error)
+
+
+def _inventory(request: Request) -> InventoryStore:
+    return InventoryStore.of(request.app.state.runtime.store)
+
+
+def _writer(request: Request) -> CommandWriter:
+    state = request.app.state
+    writer: CommandWriter | None = getattr(state, "pdb_writer", None)
+    if writer is None:
+        writer = state.pdb_writer = CommandWriter(_inventory(request))
+    return writer
+
+
+# Commands
+
+
+@router.post("/pdb/cmd/v1")
+async def command(request: Request) -> Response:
+    params = request.query_params
+    body = await _body(request)
+    name = params.get("command")
+    if name is not None:  # the command in the query string, the payload as the body
+        version, certname, payload = params.get("version"), params.get("certname"), body
+    else:
+        if not isinstance(body, dict) or "command" not in body or "payload" not in body:
+            raise _invalid(
+                None,
+                None,
+                "The request body must be a JSON map with keys command, version and payload.",
+            )
+        name, version, payload = body["command"], body.get("version"), body["payload"]
+        certname = body.get("certname")
+    parsed = _parse_command(str(name).replace("_", " "), version, certname, payload)
+    writer = _writer(request)
+    future = writer.submit(parsed)
+    answer: dict[str, Any] = {"uuid": str(uuid.uuid4())}
+    wait = params.get("secondsToWaitForCompletion")
+    if wait is None and writer.depth <= writer.max_pending:
+        return _json(answer)  # queued, as PuppetDB answers
+    try:  # asked to wait, or too much waiting already: back-pressure
+        seconds = float(wait) if wait is not None else None
+        outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), seconds)
+    except TimeoutError:
+        return _json(answer | {"processed": False, "timed_out": True})
+    if wait is not None:
+        answer |= {"processed": True, "timed_out": False}
+    if outcome != "incorporated":
+        answer["status"] = outcome  # Podium's: a stale command changed nothing
+    return _json(answer)
+
+
+async def _body(request: Request) -> Any:
+    data = bytearray()
+    async for chunk in request.stream():  # never more than the cap in memory
+        data += chunk
+        if len(data) > MAX_COMMAND_BYTES:
+            raise ValidationError(
+                f"Command size exceeds max-command-size ({MAX_COMMAND_BYTES} bytes)"
+            )
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ValidationError(f"the request body is not JSON: {error}", kind=_KIND) from error
+
+
+def _parse_command(name: str, version: Any, certname: Any, payload: Any) -> Command:
+    versions = _COMMANDS.get(name)
+    if versions is None:
+        known = ", ".join(f"{c!r}" for c in _COMMANDS)
+        raise _invalid(
+            name,
+            certname,
+            f"Command must be one of: {known} (Podium keeps no catalogs or reports).",
+        )
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        raise _invalid(name, certname, "Version must be a valid integer.") from None
+    if number not in versions:
+        raise _invalid(name, certname, f"Version {number} is not supported; versions: {versions}.")
+    if name == "deactivate node" and isinstance(payload, str):
+        payload = {"certname": payload}
+    if not isinstance(payload, dict):
+        raise _invalid(name, certname, "The payload value must be a JSON map.")
+    inner = payload.get("certname", certname)
+    if certname is not None and inner != certname:
+        raise _invalid(name, certname, f"The payload's certname {inner!r} is not the query's.")
+    node = str(validate_certname(inner))
+    at = payload.get("producer_timestamp")
+    when = parse_timestamp(at, "producer_timestamp") if at is not None else datetime.now(UTC)
+    if name == "deactivate node":
+        return Command(node, deactivate_at=when)
+    values = payload.get("values")
+    if not isinstance(values, dict):
+        raise _invalid(name, node, "values must be a JSON map of fact names to values.")
+    environment = payload.get("environment")
+    if environment is not None and not isinstance(environment, str):
+        raise _invalid(name, node, "environment must be a string.")
+    producer = payload.get("producer")
+    digest = facts_digest(values)  # here, so that facts that cannot be stored are a 400
+    facts = FactsCommand(
+        node,
+        values,
+        environment,
+        when,
+        producer if isinstance(producer, str) else None,
+        hash=digest,
+    )
+    return Command(node, facts=facts)
+
+
+def _invalid(name: str | None, certname: Any, why: str) -> ValidationError:
+    return ValidationError(
+        f"Command {name} for certname {certname} is invalid. {why}",
+        kind=_KIND,
+        details={"command": name, "certname": certname},
+    )
+
+
+# Queries
+
+
+@router.api_route("/pdb/query/v4", methods=_METHODS)
+async def root(request: Request) -> Response:
+    params = await _query_params(request)
+    query = params.pop("query", None)
+    if query is None:
+        raise ValidationError("Missing required query parameter 'query'", kind=_QUERY_KIND)
+    if isinstance(query, str):
+        query = _json_query(query) if query.lstrip().startswith("[") else _pql(query)
+    if _flag(params.pop("ast_only", None)):
+        return _json(query)
+    return await _answer(request, None, query, params)
+
+
+@router.api_route("/pdb/query/v4/{entity}", methods=_METHODS)
+async def entity(entity: str, request: Request) -> Response:
+    params = await _query_params(request)
+    if entity == "fact-names":  # PuppetDB's answer: the names alone
+        rows, count = await _rows(request, "fact_names", params.pop("query", None), params)
+        names = [row["name"] for row in rows]
+        return _json(
+            names, None if count is None else str(count), pretty=_flag(params.get("pretty"))
+        )
+    return await _answer(request, entity, params.pop("query", None), params)
+
+
+@router.api_route("/pdb/query/v4/{entity}/{name}", methods=_METHODS)
+async def entity_item(entity: str, name: str, request: Request) -> Response:
+    params = await _query_params(request)
+    extra = params.pop("query", None)
+    if entity == "facts":
+        return await _answer(request, "facts", _and(["=", "name", name], extra), params)
+    if entity in ("nodes", "factsets", "inventory", "environments"):
+        field = "name" if entity == "environments" else "certname"
+        where = _and(["=", field, name], extra)
+        if entity != "environments":
+            where = ["and", where, ["=", "node_state", "any"]]
+        return await _single(request, entity, where, name, params)
+    raise NotFound(f"no endpoint /pdb/query/v4/{entity}/{name}")
+
+
+@router.api_route("/pdb/query/v4/facts/{name}/{value}", methods=_METHODS)
+async def fact_value(name: str, value: str, request: Request) -> Response:
+    params = await _query_params(request)
+    where = _and(["and", ["=", "name", name], ["=", "value", value]], params.pop("query", None))
+    return await _answer(request, "facts", where, params)
+
+
+@router.api_route("/pdb/query/v4/{entity}/{name}/facts", methods=_METHODS)
+@router.api_route("/pdb/query/v4/{entity}/{name}/facts/{fact}", methods=_METHODS)
+@router.api_route("/pdb/query/v4/{entity}/{name}/facts/{fact}/{value}", methods=_METHODS)
+async def node_facts(
+    entity: str, name: str, request: Request, fact: str | None = None, value: str | None = None
+) -> Response:
+    """A node's facts (``nodes``, ``factsets``: even a deactivated node's) or an
+    environment's, narrowed to a fact name and value."""
+    if entity not in ("nodes", "factsets", "environments") or (
+        fact is not None and entity != "nodes"
+    ):
+        raise NotFound(f"no endpoint {request.url.path}")
+    params = await _query_params(request, path=("fact", "value"))
+    field = "environment" if entity == "environments" else "certname"
+    where: list[Any] = ["and", ["=", field, name]]
+    where += [["=", k, v] for k, v in (("name", fact), ("value", value)) if v is not None]
+    if entity == "factsets":
+        where.append(["=", "node_state", "any"])
+    if entity != "environments":  # the node must exist (PuppetDB's parent check)
+        known = ["and", ["=", "certname", name], ["=", "node_state", "any"]]
+        await _single(request, "nodes", known, name, {})
+    return await _answer(request, "facts", _and(where, params.pop("query", None)), params)
+
+
+async def _single(
+    request: Request, entity: str, where: list[Any], name: str, params: dict[str, Any]
+) -> Response:
+    rows, _ = await _rows(request, entity, where, params)
+    if not rows:
+        what = {"nodes": "node", "factsets": "factset", "environments": "environment"}.get(
+            entity, entity
+        )
+        raise NotFound(f"No information is known about {what} {name}", details={entity: name})
+    return _json(rows[0])
+
+
+async def _answer(
+    request: Request, entity: str | None, query: Any, params: dict[str, Any]
+) -> Response:
+    rows, count = await _rows(request, entity, query, params)
+    pretty = _flag(params.get("pretty"))
+    return _json(rows, None if count is None else str(count), pretty=pretty)
+
+
+async def _rows(
+    request: Request, entity: str | None, query: Any, params: dict[str, Any]
+) -> tuple[list[dict[str, Any]], int | None]:
+    inventory = _inventory(request)
+    limit, offset, order_by = params.get("limit"), params.get("offset"), params.get("order_by")
+    if isinstance(order_by, str):
+        order_by = _json_param("order_by", order_by)
+    paging: dict[str, Any] = {"limit": limit, "offset": offset, "order_by": order_by}
+    total = _flag(params.get("include_total"))
+    if isinstance(query, str):
+        query = _json_query(query, ast_only=True)
+
+    def work() -> tuple[list[dict[str, Any]], int | None]:
+        if entity is None:
+            return run_query(inventory, query, include_total=total, raw=True, **paging)
+        return run_query(inventory, entity, query=query, include_total=total, raw=True, **paging)
+
+    return await asyncio.to_thread(work)
+
+
+async def _query_params(request: Request, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    for key in path:  # FastAPI's optional path parameters, never query parameters here
+        if key in params:
+            raise ValidationError(f"Unsupported query parameter '{key}'", kind=_QUERY_KIND)
+    if request.method == "POST":
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise ValidationError(
+                'a query POST\'s body is a JSON map: {"query": ..., "limit": ...}'
+            )
+        params.update(body)
+    for key in params:
+        if key not in _QUERY_PARAMETERS:
+            raise ValidationError(f"Unsupported query parameter '{key}'", kind=_QUERY_KIND)
+    return params
+
+
+def _json_query(text: str, *, ast_only: bool = False) -> Any:
+    if ast_only and not text.lstrip().startswith("["):
+        raise ValidationError(
+            "this endpoint takes an AST query (a JSON array); PQL goes to /pdb/query/v4",
+            kind=_QUERY_KIND,
+        )
+    return _json_param("query", text)
+
+
+def _json_param(name: str, text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise ValidationError(f"{name} is not valid JSON: {error}", kind=_QUERY_KIND) from None
+
+
+def _pql(text: str) -> list[Any]:
+    from podium.inventory.pql import parse_pql  # the parser is another component's
+
+    return parse_pql(text)
+
+
+def _and(condition: list[Any], extra: Any) -> list[Any]:
+    if isinstance(extra, str):
+        extra = _json_query(extra, ast_only=True)
+    return condition if extra is None else ["and", condition, extra]
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    return str(value).lower() == "true"
+
+
+def _json(value: Any, records: str | None = None, *, pretty: bool = False) -> Response:
+    headers = {"X-Records": records} if records is not None else {}
+    body = orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0)
+    return Response(body, media_type="application/json; charset=utf-8", headers=headers)
+
+
+# Meta and status
+
+
+@router.get("/pdb/meta/v1/version")
+async def version() -> Response:
+    return _json({"version": PUPPETDB_VERSION})
+
+
+@router.get("/pdb/meta/v1/server-time")
+async def server_time() -> Response:
+    return _json({"server_time": iso(datetime.now(UTC))})
+
+
+@router.get("/status/v1/services/puppetdb-status")
+async def status(request: Request) -> Response:
+    from podium import __version__
+
+    inventory = _inventory(request)
+    try:
+        await asyncio.to_thread(
+            run_query, inventory, "nodes", query=["extract", [["function", "count"]]]
+        )
+        up = True
+    except PodiumError:
+        up = False
+    body = {
+        "detail_level": "info",
+        "service_status_version": 1,
+        "service_version": PUPPETDB_VERSION,
+        "state": "running" if up else "error",
+        "status": {
+            "maintenance_mode?": False,
+            "read_db_up?": up,
+            "write_db_up?": up,
+            "queue_depth": _writer(request).depth,
+            "podium_version": __version__,
+        },
+    }
+    return Response(
+        orjson.dumps(body), status_code=200 if up else 503, media_type="application/json"
+    )
