@@ -6,11 +6,15 @@ on a fact reads that path's rows and nothing else (see ``docs/inventory.md``).
 
 Writes come in batches, one transaction each: :meth:`InventoryStore.replace_facts_many`
 compares each document's hash with the stored one and rewrites only the leaves that
-changed, so re-sending an unchanged fleet writes timestamps and nothing else.
+changed, so re-sending an unchanged fleet writes timestamps and nothing else. A batch
+is a handful of statements whatever its size (multi-row VALUES, rows read back as one
+JSON value on SQLite): each statement the driver steps through row by row hands the
+GIL over, and a busy server would make the writer wait for it at every row.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 import threading
 import weakref
@@ -18,26 +22,45 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+import orjson
+from sqlalchemy import (
+    Connection,
+    FromClause,
+    Select,
+    String,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.types import TypeEngine
 
 from podium.errors import ValidationError
 from podium.inventory import facts as F
 from podium.inventory.query.paths import regexp
 from podium.store import Store
 from podium.store.engine import WRITE, translated_errors
-from podium.store.tables import fact_leaves, fact_paths, factsets, nodes
+from podium.store.tables import UTCDateTime, fact_leaves, fact_paths, factsets, nodes
 
 INCORPORATED: Final = "incorporated"
 STALE: Final = "stale"  # something newer about the node is stored already
 
-_CHUNK: Final = 500  # names per IN (...) list
+_CHUNK: Final = 400  # rows per multi-row statement of nodes (a dozen parameters each)
+_LEAF_CHUNK: Final = 8000  # leaves per multi-row INSERT (4 parameters each)
 _WRITE_LOCK: Final = 0x706F64696E76  # PostgreSQL advisory lock key: one inventory writer
 _QUERY_TIMEOUT_MS: Final = 60_000
+_KEY = operator.itemgetter(0, 1)  # a leaf's primary key
 
 Leaf = Sequence[Any]  # path_id, factset_id, s, n
 Row = tuple[F.FactType, str | None, float | None]
@@ -101,16 +124,7 @@ class InventoryStore:
         self._paths_by_id: dict[int, tuple[str, F.FactType]] = {}
         self._max_path_id = 0
         self._trie = F.PathTrie()  # path ids of committed paths, and this write's new ones
-        new = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(fact_leaves)
-        self._upsert_leaf = new.values(
-            path_id=bindparam("p_path"),
-            factset_id=bindparam("p_set"),
-            s=bindparam("p_s"),
-            n=bindparam("p_n"),
-        ).on_conflict_do_update(
-            index_elements=[fact_leaves.c.path_id, fact_leaves.c.factset_id],
-            set_={"s": new.excluded.s, "n": new.excluded.n},
-        )
+        self._insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
 
     @classmethod
     def of(cls, store: Store | InventoryStore) -> InventoryStore:
@@ -162,16 +176,17 @@ class InventoryStore:
             _prepared(FactsCommand(name, values, None, at, None, received))
             for name, values, at in items
         ]
-        rows = [
-            {"p_certname": name, "p_features": _sorted(features.get(name))}
-            for name in sorted({name for name, _, _ in items})
-        ]
+        rows = [(name, _sorted(features.get(name))) for name in sorted({n for n, _, _ in items})]
         if not rows:
             return
         with self._write() as txn:
             self._apply(txn, prepared, keep_environment=True)
-            set_features = update(nodes).where(nodes.c.certname == bindparam("p_certname"))
-            txn.connection.execute(set_features.values(features=bindparam("p_features")), rows)
+            for chunk in _chunks(rows, _CHUNK):
+                shape = [("certname", String()), ("features", nodes.c.features.type)]
+                v = self._values(shape, chunk)
+                set_features = update(nodes).where(nodes.c.certname == v.c.certname)
+                features_of = self._typed(v.c.features, nodes.c.features.type)
+                txn.connection.execute(set_features.values(features=features_of))
 
     def deactivate_node(self, certname: str, producer_timestamp: datetime | None = None) -> str:
         """Take a node out of query results, keeping its facts (PuppetDB's "deactivate
@@ -223,21 +238,19 @@ class InventoryStore:
             if node is None:
                 fresh.append(row)
                 new_sets.append(command)
-                continue
-            params = {f"p_{key}": value for key, value in row.items()}
-            if node.factset_id is not None and node.hash == command.hash:
-                updates[False].append(params)
+            elif node.factset_id is not None and node.hash == command.hash:
+                updates[False].append(row)
             else:
-                updates[True].append(params)
+                updates[True].append(row)
                 if node.factset_id is None:
                     new_sets.append(command)
                 else:
                     rewritten[node.factset_id] = command
-        if fresh:
-            txn.connection.execute(self._upsert_nodes(keep_environment), fresh)
+        for chunk in _chunks(fresh, _CHUNK):
+            txn.connection.execute(self._upsert_nodes(chunk, keep_environment))
         for with_facts, rows in updates.items():
-            if rows:
-                txn.connection.execute(_update_node(with_facts, keep_environment), rows)
+            for chunk in _chunks(rows, _CHUNK):
+                txn.connection.execute(self._update_nodes(chunk, with_facts, keep_environment))
         self._write_leaves(txn, new_sets, rewritten)
         return statuses
 
@@ -247,8 +260,8 @@ class InventoryStore:
         connection = txn.connection
         added: list[Leaf] = []
         if new_sets:
-            sets = [{"certname": c.certname, "hash": c.hash} for c in new_sets]
-            connection.execute(insert(factsets), sets)
+            for chunk in _chunks([{"certname": c.certname, "hash": c.hash} for c in new_sets]):
+                connection.execute(insert(factsets).values(chunk))
             ids = self._factset_ids(connection, [c.certname for c in new_sets])
             for command in new_sets:
                 encoded, misses = self._trie.encode(command.values, ids[command.certname])
@@ -257,31 +270,36 @@ class InventoryStore:
                     F.PathTrie.assign(node, kind, path_id)
                     encoded[index] = (path_id, *encoded[index][1:])
                 added.extend(encoded)
-        removed: list[dict[str, Any]] = []
-        changed: list[dict[str, Any]] = []
+        removed: list[tuple[int, int]] = []
+        upserts: list[dict[str, Any]] = []
         if rewritten:
-            hashes = [{"p_id": i, "p_hash": c.hash} for i, c in rewritten.items()]
-            connection.execute(_UPDATE_HASH, hashes)
+            for chunk in _chunks([(i, c.hash) for i, c in rewritten.items()]):
+                v = self._values([("id", factsets.c.id.type), ("hash", String())], chunk)
+                statement = update(factsets).where(factsets.c.id == v.c.id)
+                connection.execute(statement.values(hash=v.c.hash))
             # Compared with what the leaves hold, not with the old document: PostgreSQL's
             # jsonb may have rewritten its numbers (7e16 comes back an integer).
             stored = self._stored_rows(txn, list(rewritten))
             for factset, command in rewritten.items():
                 changes = F.diff(stored.get(factset, {}), F.rows(command.values))
                 for path, kind in changes.removed.items():
-                    path_id = self._path_id(txn, path, kind)
-                    removed.append({"p_path": path_id, "p_set": factset})
-                for path, (kind, s, n) in changes.changed.items():
-                    path_id = self._path_id(txn, path, kind)
-                    changed.append({"p_path": path_id, "p_set": factset, "p_s": s, "p_n": n})
-                for path, (kind, s, n) in changes.added.items():
-                    path_id = self._path_id(txn, path, kind)
+                    removed.append((self._path_id(txn, path, kind), factset))
+                for path, (kind, s, n) in {**changes.changed, **changes.added}.items():
                     # An upsert: a leaf may be there already if the document was
                     # rewritten behind the inventory's back (Store.record_facts_many).
-                    changed.append({"p_path": path_id, "p_set": factset, "p_s": s, "p_n": n})
-        if removed:
-            connection.execute(_DELETE_LEAF, removed)
-        if changed:
-            connection.execute(self._upsert_leaf, changed)
+                    path_id = self._path_id(txn, path, kind)
+                    upserts.append({"path_id": path_id, "factset_id": factset, "s": s, "n": n})
+        key = tuple_(fact_leaves.c.path_id, fact_leaves.c.factset_id)
+        for chunk in _chunks(removed, _LEAF_CHUNK):
+            connection.execute(fact_leaves.delete().where(key.in_(chunk)))
+        for chunk in _chunks(upserts, _LEAF_CHUNK // 2):
+            new = self._insert(fact_leaves).values(chunk)
+            connection.execute(
+                new.on_conflict_do_update(
+                    index_elements=[fact_leaves.c.path_id, fact_leaves.c.factset_id],
+                    set_={"s": new.excluded.s, "n": new.excluded.n},
+                )
+            )
         if added:
             added.sort(key=_KEY)  # in key order: fewer pages touched
             self._insert_leaves(connection, added)
@@ -297,18 +315,35 @@ class InventoryStore:
             return
         cursor = raw.cursor()
         try:
-            cursor.executemany("INSERT INTO fact_leaves VALUES (?, ?, ?, ?)", rows)
+            for chunk in _chunks(rows, _LEAF_CHUNK):
+                places = ",".join(["(?,?,?,?)"] * len(chunk))  # placeholders, nothing else
+                sql = f"INSERT INTO fact_leaves VALUES {places}"  # noqa: S608
+                cursor.execute(sql, list(itertools.chain.from_iterable(chunk)))
         finally:
             cursor.close()
 
-    def _upsert_nodes(self, keep_environment: bool) -> Any:
+    def _upsert_nodes(self, rows: Sequence[dict[str, Any]], keep_environment: bool) -> Any:
         # A node another writer (the job engine's Store) added meanwhile is updated.
-        new = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(nodes)
+        new = self._insert(nodes).values(list(rows))
         columns = ("facts", "facts_timestamp", "last_seen", "producer", "producer_timestamp")
         changes = {c: new.excluded[c] for c in columns}
         if not keep_environment:
             changes["facts_environment"] = new.excluded.facts_environment
         return new.on_conflict_do_update(index_elements=[nodes.c.certname], set_=changes)
+
+    def _update_nodes(
+        self, rows: Sequence[dict[str, Any]], with_facts: bool, keep_environment: bool
+    ) -> Any:
+        names = ["certname", *_NODE_COLUMNS, "facts_environment"] + ["facts"] * with_facts
+        v = self._values(
+            [(n, nodes.c[n].type) for n in names], [tuple(r[n] for n in names) for r in rows]
+        )
+        changes: dict[str, Any] = {n: self._typed(v.c[n], nodes.c[n].type) for n in names[1:]}
+        if keep_environment:
+            changes["facts_environment"] = func.coalesce(
+                nodes.c.facts_environment, changes["facts_environment"]
+            )
+        return update(nodes).where(nodes.c.certname == v.c.certname).values(changes)
 
     # Paths
 
@@ -325,8 +360,7 @@ class InventoryStore:
             if found is not None:
                 return found
         values = {"path": key[0], "type": int(kind), "name": path[0], "depth": len(path) - 1}
-        add = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(fact_paths)
-        txn.connection.execute(add.values(values).on_conflict_do_nothing())
+        txn.connection.execute(self._insert(fact_paths).values(values).on_conflict_do_nothing())
         wanted = (fact_paths.c.path == key[0]) & (fact_paths.c.type == int(kind))
         found = int(txn.connection.execute(select(fact_paths.c.id).where(wanted)).scalar_one())
         txn.new_paths[key] = found
@@ -335,9 +369,8 @@ class InventoryStore:
     def _catch_up(self, txn: _Txn) -> None:
         """Read the paths other writers added since this process last looked."""
         query = select(fact_paths.c.id, fact_paths.c.path, fact_paths.c.type)
-        for path_id, path, kind in txn.connection.execute(
-            query.where(fact_paths.c.id > self._max_path_id)
-        ):
+        query = query.where(fact_paths.c.id > self._max_path_id)
+        for path_id, path, kind in self._rows(txn.connection, query):
             txn.new_paths[(path, F.FactType(kind))] = path_id
         txn.caught_up = True
 
@@ -352,49 +385,80 @@ class InventoryStore:
         set: the query probes the primary key for each known path."""
         out: dict[int, dict[F.Path, Row]] = {}
         every_path = select(fact_paths.c.id).scalar_subquery()
+        number: Any = fact_leaves.c.n
+        if self.dialect == "sqlite":  # through JSON as text: its numbers have 15 digits
+            number = case((number.is_not(None), func.printf("%.17g", number)))
         for chunk in _chunks(sorted(ids)):
-            query = select(fact_leaves).where(
+            query = select(fact_leaves.c.path_id, fact_leaves.c.factset_id, fact_leaves.c.s)
+            query = query.add_columns(number).where(
                 fact_leaves.c.factset_id.in_(chunk), fact_leaves.c.path_id.in_(every_path)
             )
-            for path_id, factset, s, n in txn.connection.execute(query):
-                key = self._paths_by_id.get(path_id) or self._find_path(txn, path_id)
+            for path_id, factset, s, text_or_n in self._rows(txn.connection, query):
+                n = None if text_or_n is None else float(text_or_n)
+                key = self._paths_by_id.get(path_id)
+                if key is None:
+                    if not txn.caught_up:
+                        self._catch_up(txn)
+                    key = next(k for k, v in txn.new_paths.items() if v == path_id)
                 out.setdefault(factset, {})[F.decode_path(key[0])] = (key[1], s, n)
         return out
-
-    def _find_path(self, txn: _Txn, path_id: int) -> tuple[str, F.FactType]:
-        if not txn.caught_up:
-            self._catch_up(txn)
-        for key, known in txn.new_paths.items():
-            if known == path_id:
-                return key
-        raise AssertionError(f"fact path {path_id} is in fact_leaves but not in fact_paths")
 
     # Reading
 
     def _load_nodes(self, connection: Connection, names: Sequence[str]) -> dict[str, _Node]:
         found: dict[str, _Node] = {}
-        columns = (
-            nodes.c.certname,
-            nodes.c.deactivated,
-            nodes.c.expired,
-            nodes.c.producer_timestamp,
-            factsets.c.id,
-            factsets.c.hash,
-        )
+        columns = (nodes.c.deactivated, nodes.c.expired, nodes.c.producer_timestamp)
         joined = nodes.outerjoin(factsets, factsets.c.certname == nodes.c.certname)
         for chunk in _chunks(names):
-            query = select(*columns).select_from(joined).where(nodes.c.certname.in_(chunk))
-            for name, *state in connection.execute(query):
-                found[name] = _Node(*state)
+            query = select(nodes.c.certname, *columns, factsets.c.id, factsets.c.hash)
+            query = query.select_from(joined).where(nodes.c.certname.in_(chunk))
+            for name, deactivated, expired, at, factset, digest in self._rows(connection, query):
+                times = (_timestamp(deactivated), _timestamp(expired), _timestamp(at))
+                found[name] = _Node(*times, factset, digest)
         return found
 
     def _factset_ids(self, connection: Connection, names: Sequence[str]) -> dict[str, int]:
         ids: dict[str, int] = {}
         for chunk in _chunks(sorted(names)):
             query = select(factsets.c.certname, factsets.c.id)
-            found = connection.execute(query.where(factsets.c.certname.in_(chunk)))
+            found = self._rows(connection, query.where(factsets.c.certname.in_(chunk)))
             ids.update((name, factset) for name, factset in found)
         return ids
+
+    def _rows(self, connection: Connection, query: Select[Any]) -> list[Sequence[Any]]:
+        """The rows of ``query``; on SQLite as one JSON value (one step, not one a row):
+        columns come back as JSON has them, timestamps as text."""
+        if self.dialect == "postgresql":
+            return list(connection.execute(query))
+        sub = query.subquery()
+        every = select(func.json_group_array(func.json_array(*sub.c))).select_from(sub)
+        return orjson.loads(connection.execute(every).scalar_one())  # type: ignore[no-any-return]
+
+    def _values(
+        self, columns: Sequence[tuple[str, TypeEngine[Any]]], rows: Sequence[Sequence[Any]]
+    ) -> FromClause:
+        """``(VALUES ...)`` as a table ``v`` of these columns (SQLite names its columns
+        column1, column2... and takes no list of names after the alias)."""
+        if self.dialect == "postgresql":
+            return values(*[column(n, t) for n, t in columns], name="v").data(list(rows))
+        params = []
+        groups = []
+        for r, row in enumerate(rows):
+            names = []
+            for c, ((_, type_), value) in enumerate(zip(columns, row, strict=True)):
+                params.append(bindparam(f"v{r}_{c}", value, type_=type_))
+                names.append(f":v{r}_{c}")
+            groups.append(f"({', '.join(names)})")
+        # Column names and placeholders only: the values are bound parameters.
+        head = ", ".join(f"column{i + 1} AS {name}" for i, (name, _) in enumerate(columns))
+        sql = text(f"SELECT {head} FROM (VALUES {', '.join(groups)})")  # noqa: S608
+        sql = sql.bindparams(*params)
+        return sql.columns(*[column(n, t) for n, t in columns]).subquery("v")
+
+    def _typed(self, value: Any, type_: TypeEngine[Any]) -> Any:
+        """``value`` of a VALUES table as ``type_``: PostgreSQL takes a column of NULLs
+        for text (a CAST on SQLite would turn a timestamp's text into a number)."""
+        return cast(value, type_) if self.dialect == "postgresql" else value
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -427,15 +491,6 @@ class InventoryStore:
 
 
 _BY_STORE: weakref.WeakKeyDictionary[Store, InventoryStore] = weakref.WeakKeyDictionary()
-
-_UPDATE_HASH = (
-    update(factsets).where(factsets.c.id == bindparam("p_id")).values(hash=bindparam("p_hash"))
-)
-_DELETE_LEAF = fact_leaves.delete().where(
-    (fact_leaves.c.path_id == bindparam("p_path"))
-    & (fact_leaves.c.factset_id == bindparam("p_set"))
-)
-_KEY = operator.itemgetter(0, 1)  # a leaf's primary key
 _COPY_LEAVES = "COPY fact_leaves (path_id, factset_id, s, n) FROM STDIN (FORMAT BINARY)"
 _LEAF_TYPES = ("int4", "int4", "text", "float8")
 _NODE_COLUMNS = (
@@ -446,19 +501,6 @@ _NODE_COLUMNS = (
     "deactivated",
     "expired",
 )
-
-
-@lru_cache(maxsize=4)
-def _update_node(with_facts: bool, keep_environment: bool) -> Any:
-    values: dict[str, Any] = {c: bindparam(f"p_{c}") for c in _NODE_COLUMNS}
-    environment: Any = bindparam("p_facts_environment")
-    values["facts_environment"] = (
-        func.coalesce(nodes.c.facts_environment, environment) if keep_environment else environment
-    )
-    if with_facts:
-        values["facts"] = bindparam("p_facts", type_=nodes.c.facts.type)
-    statement = update(nodes).where(nodes.c.certname == bindparam("p_certname"))
-    return statement.values(values)
 
 
 def _prepared(command: FactsCommand) -> FactsCommand:
@@ -493,10 +535,17 @@ def _node_row(command: FactsCommand, node: _Node | None, keep_environment: bool)
     }
 
 
+def _timestamp(value: Any) -> datetime | None:
+    """A timestamp as :meth:`InventoryStore._rows` gives it: a datetime, or SQLite's text."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return UTCDateTime().process_result_value(datetime.fromisoformat(value), None)  # type: ignore[arg-type]
+
+
 def _sorted(features: Sequence[str] | None) -> list[str] | None:
     return None if features is None else sorted(set(features))
 
 
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -11,7 +11,7 @@ SQL statement of it. PQL text is the parser's (:func:`podium.inventory.pql.parse
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
@@ -24,9 +24,11 @@ from podium.inventory.query.errors import QUERY_ERROR, QueryError
 from podium.inventory.query.fields import ENTITIES
 from podium.inventory.query.paths import Pattern
 from podium.inventory.query.validate import parse_query
-from podium.inventory.store import InventoryStore
-from podium.store import Store
 from podium.store.tables import fact_paths
+
+if TYPE_CHECKING:  # the store imports this package's paths: no cycle at import time
+    from podium.inventory.store import InventoryStore
+    from podium.store import Store
 
 __all__ = ["ENTITIES", "QUERY_ERROR", "QueryError", "parse_query", "run_query"]
 
@@ -50,6 +52,8 @@ def run_query(
     ``order_by`` are the URL parameters' paging. With ``raw``, JSON the database holds
     as text comes back as :class:`orjson.Fragment` rather than parsed.
     """
+    from podium.inventory.store import InventoryStore
+
     inventory = InventoryStore.of(store)
     if isinstance(entity_or_ast, str):
         parsed = parse_query(query, entity_or_ast)

@@ -53,7 +53,7 @@ def decoder(source: Source, item: T.Item, entity: Entity) -> Decoder:
     if kind == "type":
         return Decoder(item.label, kind, [source.type_label()], _first)
     if kind == "timestamp":
-        return Decoder(item.label, kind, [source.key(ref.name)], _timestamp)
+        return Decoder(item.label, kind, [source.iso(source.key(ref.name))], _first)
     if kind == "json":
         if ref.name == "trusted":
             return Decoder(item.label, kind, [source.subtree(("trusted",))], _json)
@@ -150,6 +150,9 @@ def row_decoder(
     decoders: Sequence[Decoder], *, raw: bool
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
     """A function from a result row to the answer's dict."""
+    if all(d.width == 1 and d.convert is _first for d in decoders):  # nothing to convert
+        labels = [d.label for d in decoders]
+        return lambda row: dict(zip(labels, row, strict=True))
     plan = []
     start = 0
     for d in decoders:

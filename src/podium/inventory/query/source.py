@@ -195,6 +195,14 @@ class Source:
                 text += f'."{part}"'
         return type_coerce(facts, Text).op("->")(literal(text))
 
+    def iso(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A timestamp as PuppetDB's text (``2026-03-01T12:00:00.000Z``), made by the
+        database: thousands of rows need no formatting in Python."""
+        if self.dialect == "postgresql":
+            utc = func.timezone("UTC", column)
+            return func.to_char(utc, literal('YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+        return func.strftime(literal("%Y-%m-%dT%H:%M:%fZ"), type_coerce(column, Text))
+
     def type_label(self) -> ColumnElement[Any]:
         whens = [(self.fp.c.type == int(t), literal(label)) for t, label in TYPE_LABELS.items()]
         return case(*whens, else_=literal("json"))
