@@ -30,7 +30,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import default_workdir, interrupt_on_signals, running_server, wait_quiet
+from harness import (
+    CpuMeter,
+    cpu_seconds,
+    default_workdir,
+    interrupt_on_signals,
+    running_server,
+    wait_quiet,
+)
 
 SCRIPTS = Path(os.environ.get("PODIUM_PQL_BENCH", "/work/shared/bench/pql"))
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -91,6 +98,7 @@ def bench(args: argparse.Namespace) -> int:
         for name in ("first load", "same fleet again"):
             print(f"--- load.py: {name}", flush=True)
             report = out / f"load-{len(loads)}.json"
+            cpu, meter = cpu_seconds(server.pid), CpuMeter([server.pid])
             code = run(
                 [
                     sys.executable,
@@ -103,6 +111,9 @@ def bench(args: argparse.Namespace) -> int:
                 ]
             )
             loads.append(json.loads(report.read_text()) if report.exists() else {"exit": code})
+            _mine, other, _steal = meter.read()
+            loads[-1]["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu, 1)
+            loads[-1]["other_cpu_s"] = round(other, 1)  # load.py itself, and anything else
             print(f"after {name}: {memory(server.pid)}", flush=True)
             results.setdefault("rss_mib_after_load", proc_status_kb(server.pid, "VmRSS") // 1024)
         results["loads"] = loads
@@ -139,7 +150,9 @@ def summary(results: dict[str, Any]) -> str:
         if "visible_s" in load:
             lines.append(
                 f"{label}: submitted in {load['submit_s']:.1f} s, all visible after "
-                f"{load['visible_s']:.1f} s ({load['accepted']}/{load['nodes']} accepted)"
+                f"{load['visible_s']:.1f} s ({load['accepted']}/{load['nodes']} accepted); "
+                f"CPU: server {load['server_cpu_s']} s, load.py and other processes "
+                f"{load['other_cpu_s']} s"
             )
     lines.append(f"server RSS after loading: {results['rss_mib_after_load']} MiB")
     queries = results["queries"]

@@ -354,3 +354,37 @@ def test_naive_times_are_refused(inventory: InventoryStore) -> None:
     naive = FactsCommand("a.example.com", {}, "production", datetime(2026, 1, 1))
     with pytest.raises(ValidationError, match="no time zone"):
         inventory.replace_facts_many([naive])
+
+
+def test_facts_stored_before_the_inventory_existed_are_indexed_by_its_migration(
+    db_url: str,
+) -> None:
+    from alembic import command as alembic
+
+    from podium.store import schema
+    from podium.store.engine import create_engine, database_url
+
+    engine = create_engine(database_url(db_url), busy_timeout=5)
+    with engine.begin() as connection:
+        alembic.upgrade(schema.config(connection), "0003")
+        connection.execute(
+            nodes.insert().values(
+                certname="old.example.com",
+                facts={"os": {"family": "Debian"}, "roles": ["web", "db"], "big": 2**60},
+                facts_timestamp=T0,
+                first_seen=T0,
+                last_seen=T0,
+            )
+        )
+    engine.dispose()
+    with Store(db_url) as store:
+        store.migrate()
+        inventory = InventoryStore.of(store)
+        rows, _ = run_query(inventory, "inventory", query=["=", "facts.roles[1]", "db"])
+        assert [r["certname"] for r in rows] == ["old.example.com"]
+        assert stored_rows(inventory, "old.example.com") == F.rows(
+            {"os": {"family": "Debian"}, "roles": ["web", "db"], "big": 2**60}
+        )
+        again = command("old.example.com", {"os": {"family": "Debian"}, "roles": ["web"]}, 5)
+        inventory.replace_facts_many([again])  # the backfilled hash and leaves are right
+        assert stored_rows(inventory, "old.example.com") == F.rows(dict(again.values))

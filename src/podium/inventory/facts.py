@@ -362,7 +362,15 @@ def _encode(
         for key, item in value.items():
             if type(key) is not str:
                 raise ValidationError(f"a key is not a string: {key!r}")
-            _encode(item, children.get(key) or node.child(key), depth + 1, factset, out, misses)
+            child = children.get(key) or node.child(key)
+            if type(item) is str:  # most leaves: no call for them
+                path_id = child.ids.get(FactType.STRING)
+                if path_id is None:
+                    misses.append((len(out), child, FactType.STRING))
+                    path_id = 0
+                out.append((path_id, factset, item, None))
+            else:
+                _encode(item, child, depth + 1, factset, out, misses)
     elif kind is list:
         if depth >= MAX_DEPTH:
             raise ValidationError(f"a fact nests deeper than {MAX_DEPTH} levels: flatten it")

@@ -14,7 +14,6 @@ GIL over, and a busy server would make the writer wait for it at every row.
 
 from __future__ import annotations
 
-import itertools
 import operator
 import threading
 import weakref
@@ -27,28 +26,19 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import (
     Connection,
-    FromClause,
     Select,
-    String,
-    bindparam,
     case,
-    cast,
-    column,
     func,
     insert,
     select,
     text,
-    tuple_,
     update,
-    values,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.types import TypeEngine
 
 from podium.errors import ValidationError
 from podium.inventory import facts as F
-from podium.inventory.query.paths import regexp
 from podium.store import Store
 from podium.store.engine import WRITE, translated_errors
 from podium.store.tables import UTCDateTime, fact_leaves, fact_paths, factsets, nodes
@@ -56,11 +46,13 @@ from podium.store.tables import UTCDateTime, fact_leaves, fact_paths, factsets, 
 INCORPORATED: Final = "incorporated"
 STALE: Final = "stale"  # something newer about the node is stored already
 
-_CHUNK: Final = 400  # rows per multi-row statement of nodes (a dozen parameters each)
-_LEAF_CHUNK: Final = 8000  # leaves per multi-row INSERT (4 parameters each)
+_CHUNK: Final = 500  # names per IN (...) list, nodes (and documents) per statement
+_LEAF_CHUNK: Final = 20_000  # leaves per statement
 _WRITE_LOCK: Final = 0x706F64696E76  # PostgreSQL advisory lock key: one inventory writer
 _QUERY_TIMEOUT_MS: Final = 60_000
-_KEY = operator.itemgetter(0, 1)  # a leaf's primary key
+# Leaves come fact set by fact set, in increasing ids: a stable sort by path alone puts
+# them in primary key order (and compares integers, not tuples).
+_KEY = operator.itemgetter(0)
 
 Leaf = Sequence[Any]  # path_id, factset_id, s, n
 Row = tuple[F.FactType, str | None, float | None]
@@ -181,12 +173,7 @@ class InventoryStore:
             return
         with self._write() as txn:
             self._apply(txn, prepared, keep_environment=True)
-            for chunk in _chunks(rows, _CHUNK):
-                shape = [("certname", String()), ("features", nodes.c.features.type)]
-                v = self._values(shape, chunk)
-                set_features = update(nodes).where(nodes.c.certname == v.c.certname)
-                features_of = self._typed(v.c.features, nodes.c.features.type)
-                txn.connection.execute(set_features.values(features=features_of))
+            self._bulk(txn.connection, "features", ("certname", "features"), rows)
 
     def deactivate_node(self, certname: str, producer_timestamp: datetime | None = None) -> str:
         """Take a node out of query results, keeping its facts (PuppetDB's "deactivate
@@ -246,11 +233,13 @@ class InventoryStore:
                     new_sets.append(command)
                 else:
                     rewritten[node.factset_id] = command
-        for chunk in _chunks(fresh, _CHUNK):
-            txn.connection.execute(self._upsert_nodes(chunk, keep_environment))
+        connection = txn.connection
+        keep = "_keep" if keep_environment else ""
+        self._bulk(connection, f"insert_nodes{keep}", _INSERTED, self._timed(fresh, _INSERTED))
         for with_facts, rows in updates.items():
-            for chunk in _chunks(rows, _CHUNK):
-                txn.connection.execute(self._update_nodes(chunk, with_facts, keep_environment))
+            columns: Sequence[str] = _UPDATED_WITH_FACTS if with_facts else _UPDATED
+            kind = f"update_nodes{'_facts' if with_facts else ''}{keep}"
+            self._bulk(connection, kind, columns, self._timed(rows, columns))
         self._write_leaves(txn, new_sets, rewritten)
         return statuses
 
@@ -260,10 +249,10 @@ class InventoryStore:
         connection = txn.connection
         added: list[Leaf] = []
         if new_sets:
-            for chunk in _chunks([{"certname": c.certname, "hash": c.hash} for c in new_sets]):
-                connection.execute(insert(factsets).values(chunk))
+            sets = [(c.certname, c.hash) for c in new_sets]
+            self._bulk(connection, "insert_factsets", ("certname", "hash"), sets)
             ids = self._factset_ids(connection, [c.certname for c in new_sets])
-            for command in new_sets:
+            for command in sorted(new_sets, key=lambda c: ids[c.certname]):
                 encoded, misses = self._trie.encode(command.values, ids[command.certname])
                 for index, node, kind in misses:  # paths this process has no id for
                     path_id = self._path_id(txn, F.PathTrie.path(node), kind)
@@ -271,12 +260,10 @@ class InventoryStore:
                     encoded[index] = (path_id, *encoded[index][1:])
                 added.extend(encoded)
         removed: list[tuple[int, int]] = []
-        upserts: list[dict[str, Any]] = []
+        upserts: list[tuple[int, int, str | None, float | None]] = []
         if rewritten:
-            for chunk in _chunks([(i, c.hash) for i, c in rewritten.items()]):
-                v = self._values([("id", factsets.c.id.type), ("hash", String())], chunk)
-                statement = update(factsets).where(factsets.c.id == v.c.id)
-                connection.execute(statement.values(hash=v.c.hash))
+            hashes = [(i, c.hash) for i, c in rewritten.items()]
+            self._bulk(connection, "update_hashes", ("id", "hash"), hashes)
             # Compared with what the leaves hold, not with the old document: PostgreSQL's
             # jsonb may have rewritten its numbers (7e16 comes back an integer).
             stored = self._stored_rows(txn, list(rewritten))
@@ -287,19 +274,9 @@ class InventoryStore:
                 for path, (kind, s, n) in {**changes.changed, **changes.added}.items():
                     # An upsert: a leaf may be there already if the document was
                     # rewritten behind the inventory's back (Store.record_facts_many).
-                    path_id = self._path_id(txn, path, kind)
-                    upserts.append({"path_id": path_id, "factset_id": factset, "s": s, "n": n})
-        key = tuple_(fact_leaves.c.path_id, fact_leaves.c.factset_id)
-        for chunk in _chunks(removed, _LEAF_CHUNK):
-            connection.execute(fact_leaves.delete().where(key.in_(chunk)))
-        for chunk in _chunks(upserts, _LEAF_CHUNK // 2):
-            new = self._insert(fact_leaves).values(chunk)
-            connection.execute(
-                new.on_conflict_do_update(
-                    index_elements=[fact_leaves.c.path_id, fact_leaves.c.factset_id],
-                    set_={"s": new.excluded.s, "n": new.excluded.n},
-                )
-            )
+                    upserts.append((self._path_id(txn, path, kind), factset, s, n))
+        self._bulk(connection, "delete_leaves", ("path_id", "factset_id"), removed)
+        self._bulk(connection, "upsert_leaves", _LEAF_COLUMNS, upserts)
         if added:
             added.sort(key=_KEY)  # in key order: fewer pages touched
             self._insert_leaves(connection, added)
@@ -313,37 +290,38 @@ class InventoryStore:
                 for row in rows:
                     copy.write_row(row)
             return
-        cursor = raw.cursor()
-        try:
-            for chunk in _chunks(rows, _LEAF_CHUNK):
-                places = ",".join(["(?,?,?,?)"] * len(chunk))  # placeholders, nothing else
-                sql = f"INSERT INTO fact_leaves VALUES {places}"  # noqa: S608
-                cursor.execute(sql, list(itertools.chain.from_iterable(chunk)))
-        finally:
-            cursor.close()
+        self._bulk(connection, "insert_leaves", _LEAF_COLUMNS, rows)
 
-    def _upsert_nodes(self, rows: Sequence[dict[str, Any]], keep_environment: bool) -> Any:
-        # A node another writer (the job engine's Store) added meanwhile is updated.
-        new = self._insert(nodes).values(list(rows))
-        columns = ("facts", "facts_timestamp", "last_seen", "producer", "producer_timestamp")
-        changes = {c: new.excluded[c] for c in columns}
-        if not keep_environment:
-            changes["facts_environment"] = new.excluded.facts_environment
-        return new.on_conflict_do_update(index_elements=[nodes.c.certname], set_=changes)
+    def _bulk(
+        self,
+        connection: Connection,
+        statement: str,
+        names: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """One of ``_BULK``'s statements on many rows, passed as one JSON parameter that
+        the database takes apart: one statement, one step, whatever the number of rows
+        (and one SQL text, not one a batch size for the statement caches to keep)."""
+        sql = _BULK[self.dialect][statement]
+        size = _CHUNK if statement.endswith(("nodes", "keep", "facts")) else _LEAF_CHUNK
+        for chunk in _chunks(rows, size):
+            if self.dialect == "postgresql":  # objects, for json_populate_recordset
+                data = orjson.dumps([dict(zip(names, row, strict=True)) for row in chunk])
+            else:  # arrays, for json_each and ->>
+                data = orjson.dumps(chunk)
+            connection.exec_driver_sql(sql, (data.decode(),))
 
-    def _update_nodes(
-        self, rows: Sequence[dict[str, Any]], with_facts: bool, keep_environment: bool
-    ) -> Any:
-        names = ["certname", *_NODE_COLUMNS, "facts_environment"] + ["facts"] * with_facts
-        v = self._values(
-            [(n, nodes.c[n].type) for n in names], [tuple(r[n] for n in names) for r in rows]
-        )
-        changes: dict[str, Any] = {n: self._typed(v.c[n], nodes.c[n].type) for n in names[1:]}
-        if keep_environment:
-            changes["facts_environment"] = func.coalesce(
-                nodes.c.facts_environment, changes["facts_environment"]
-            )
-        return update(nodes).where(nodes.c.certname == v.c.certname).values(changes)
+    def _timed(self, rows: Sequence[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
+        """Rows of node columns, timestamps as the database takes them in JSON: ISO
+        with a zone for PostgreSQL, SQLite's text of naive UTC for SQLite."""
+        out = []
+        for row in rows:
+            values = [row[n] for n in names]
+            for i, value in enumerate(values):
+                if isinstance(value, datetime):
+                    values[i] = _json_time(value, self.dialect)
+            out.append(values)
+        return out
 
     # Paths
 
@@ -412,6 +390,7 @@ class InventoryStore:
         for chunk in _chunks(names):
             query = select(nodes.c.certname, *columns, factsets.c.id, factsets.c.hash)
             query = query.select_from(joined).where(nodes.c.certname.in_(chunk))
+            query = query.with_hint(nodes, COVERING, "sqlite")
             for name, deactivated, expired, at, factset, digest in self._rows(connection, query):
                 times = (_timestamp(deactivated), _timestamp(expired), _timestamp(at))
                 found[name] = _Node(*times, factset, digest)
@@ -434,32 +413,6 @@ class InventoryStore:
         every = select(func.json_group_array(func.json_array(*sub.c))).select_from(sub)
         return orjson.loads(connection.execute(every).scalar_one())  # type: ignore[no-any-return]
 
-    def _values(
-        self, columns: Sequence[tuple[str, TypeEngine[Any]]], rows: Sequence[Sequence[Any]]
-    ) -> FromClause:
-        """``(VALUES ...)`` as a table ``v`` of these columns (SQLite names its columns
-        column1, column2... and takes no list of names after the alias)."""
-        if self.dialect == "postgresql":
-            return values(*[column(n, t) for n, t in columns], name="v").data(list(rows))
-        params = []
-        groups = []
-        for r, row in enumerate(rows):
-            names = []
-            for c, ((_, type_), value) in enumerate(zip(columns, row, strict=True)):
-                params.append(bindparam(f"v{r}_{c}", value, type_=type_))
-                names.append(f":v{r}_{c}")
-            groups.append(f"({', '.join(names)})")
-        # Column names and placeholders only: the values are bound parameters.
-        head = ", ".join(f"column{i + 1} AS {name}" for i, (name, _) in enumerate(columns))
-        sql = text(f"SELECT {head} FROM (VALUES {', '.join(groups)})")  # noqa: S608
-        sql = sql.bindparams(*params)
-        return sql.columns(*[column(n, t) for n, t in columns]).subquery("v")
-
-    def _typed(self, value: Any, type_: TypeEngine[Any]) -> Any:
-        """``value`` of a VALUES table as ``type_``: PostgreSQL takes a column of NULLs
-        for text (a CAST on SQLite would turn a timestamp's text into a number)."""
-        return cast(value, type_) if self.dialect == "postgresql" else value
-
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A transaction for queries: REGEXP on SQLite, a statement timeout on PostgreSQL."""
@@ -470,6 +423,8 @@ class InventoryStore:
                 info = connection.info  # lives as long as the DBAPI connection
                 raw = connection.connection.driver_connection
                 if raw is not None and not info.get("podium_regexp"):
+                    from podium.inventory.query.paths import regexp  # the query's own
+
                     raw.create_function("regexp", 2, regexp, deterministic=True)
                     info["podium_regexp"] = True
             yield connection
@@ -491,6 +446,94 @@ class InventoryStore:
 
 
 _BY_STORE: weakref.WeakKeyDictionary[Store, InventoryStore] = weakref.WeakKeyDictionary()
+# SQLite's planner, without statistics, prefers the unique index on certname and then
+# reads the row, whose facts document fills the page: the covering index reads neither.
+COVERING: Final = "INDEXED BY ix_nodes_inventory"
+
+_LEAF_COLUMNS = ("path_id", "factset_id", "s", "n")
+_INSERTED = (
+    "certname",
+    "facts",
+    "facts_timestamp",
+    "first_seen",
+    "last_seen",
+    "facts_environment",
+    "producer",
+    "producer_timestamp",
+    "deactivated",
+    "expired",
+)
+_UPDATED = (
+    "certname",
+    "facts_timestamp",
+    "last_seen",
+    "producer",
+    "producer_timestamp",
+    "deactivated",
+    "expired",
+    "facts_environment",
+)
+_UPDATED_WITH_FACTS = (*_UPDATED, "facts")
+
+
+def _statements(dialect: str) -> dict[str, str]:
+    """The bulk statements, each taking its rows as one JSON parameter: an array of
+    arrays for SQLite (``json_each``), of objects for PostgreSQL (its row types). The
+    names in them are this module's constants; every value is in the parameter."""
+
+    def rows(table: str, names: Sequence[str]) -> str:
+        if dialect == "postgresql":
+            source = f"json_populate_recordset(NULL::{table}, %s::json)"
+            return " ".join(["SELECT", ", ".join(names), "FROM", source])
+        picked = ", ".join(f"value->>{i} AS {name}" for i, name in enumerate(names))
+        return " ".join(["SELECT", picked, "FROM json_each(?) WHERE true"])
+
+    def update(table: str, key: str, names: Sequence[str], sets: str) -> str:
+        where = f"WHERE {table}.{key} = v.{key}"
+        return " ".join(["UPDATE", table, "SET", sets, f"FROM ({rows(table, names)}) AS v", where])
+
+    def assign(names: Sequence[str], keep: bool = False) -> str:
+        out = [f"{n} = v.{n}" for n in names if n not in ("certname", "facts_environment")]
+        if "facts_environment" in names:
+            env = "v.facts_environment"
+            out.append(
+                f"facts_environment = coalesce(nodes.{env[2:]}, {env})"
+                if keep
+                else f"facts_environment = {env}"
+            )
+        return ", ".join(out)
+
+    changed = ("facts", "facts_timestamp", "last_seen", "producer", "producer_timestamp")
+    conflict = "ON CONFLICT (certname) DO UPDATE SET " + ", ".join(
+        f"{n} = excluded.{n}" for n in changed
+    )
+    leaves = f"INSERT INTO fact_leaves ({', '.join(_LEAF_COLUMNS)}) "
+    leaves += rows("fact_leaves", _LEAF_COLUMNS)
+    keys = rows("fact_leaves", ("path_id", "factset_id"))
+    new_nodes = f"INSERT INTO nodes ({', '.join(_INSERTED)}) {rows('nodes', _INSERTED)} "
+    out = {
+        "insert_leaves": leaves,
+        "upsert_leaves": leaves + " ON CONFLICT (path_id, factset_id) DO UPDATE SET "
+        "s = excluded.s, n = excluded.n",
+        "delete_leaves": " ".join(
+            ["DELETE FROM fact_leaves WHERE (path_id, factset_id) IN", f"({keys})"]
+        ),
+        "insert_factsets": "INSERT INTO factsets (certname, hash) "
+        + rows("factsets", ("certname", "hash")),
+        "update_hashes": update("factsets", "id", ("id", "hash"), "hash = v.hash"),
+        "features": update("nodes", "certname", ("certname", "features"), "features = v.features"),
+        "insert_nodes": new_nodes + conflict + ", facts_environment = excluded.facts_environment",
+        "insert_nodes_keep": new_nodes + conflict,
+    }
+    for facts, names in (("", _UPDATED), ("_facts", _UPDATED_WITH_FACTS)):
+        for keep in (False, True):
+            key = f"update_nodes{facts}{'_keep' if keep else ''}"
+            out[key] = update("nodes", "certname", names, assign(names, keep))
+    return out
+
+
+# Table and column names only: every value is in the one JSON parameter.
+_BULK = {dialect: _statements(dialect) for dialect in ("sqlite", "postgresql")}
 _COPY_LEAVES = "COPY fact_leaves (path_id, factset_id, s, n) FROM STDIN (FORMAT BINARY)"
 _LEAF_TYPES = ("int4", "int4", "text", "float8")
 _NODE_COLUMNS = (
@@ -533,6 +576,13 @@ def _node_row(command: FactsCommand, node: _Node | None, keep_environment: bool)
         "deactivated": deactivated,
         "expired": expired,
     }
+
+
+def _json_time(at: datetime, dialect: str) -> str:
+    utc = at.astimezone(UTC)
+    if dialect == "postgresql":
+        return utc.isoformat()
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")  # as UTCDateTime stores
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -42,6 +42,7 @@ from podium.inventory.query.source import (
     under,
     value_key,
 )
+from podium.inventory.store import COVERING
 from podium.store.tables import fact_leaves, fact_paths
 
 _NUMERIC = [int(t) for t in NUMBERS]
@@ -108,6 +109,7 @@ class _Compiler:
             for c in self._sort_keys(source, query, label, keys)
         ]
         statement = statement.order_by(*order)
+        statement = self._hinted(statement, source)
         if query.limit is not None:
             statement = statement.limit(query.limit)
         if query.offset:
@@ -127,6 +129,7 @@ class _Compiler:
                 raise QueryError("a subquery for 'in' extracts fields, not functions")
             columns.append(self._key(source, query.entity.fields[item.ref.name].kind, item.ref))
         statement = select(*columns).select_from(source.from_clause()).where(*where)
+        statement = self._hinted(statement, source)
         if query.group_by:
             statement = statement.group_by(*[self._key(source, "", r) for r in query.group_by])
         if query.limit is not None or query.offset:  # paged: in a definite order
@@ -137,6 +140,11 @@ class _Compiler:
                         key.desc().nulls_first() if descending else key.asc().nulls_last()
                     )
             statement = statement.limit(query.limit).offset(query.offset or None)
+        return statement
+
+    def _hinted(self, statement: Select[Any], source: Source) -> Select[Any]:
+        if self.dialect == "sqlite" and source.joins_nodes and not source.reads_document:
+            return statement.with_hint(source.n, COVERING, "sqlite")
         return statement
 
     # conditions

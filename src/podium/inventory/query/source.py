@@ -76,6 +76,7 @@ class Source:
         self.fp = fact_paths.alias()
         self.fl = fact_leaves.alias()
         self._nodes_joined = entity.name in ("nodes", "factsets", "inventory")
+        self.reads_document = False  # whether the node's facts are read (SQLite's hint)
         self._environments: FromClause | None = None
 
     # the FROM clause and the conditions every row meets
@@ -145,6 +146,10 @@ class Source:
             return self.environments().c.name
         raise QueryError(f"{name} cannot be compared here for {entity}")
 
+    @property
+    def joins_nodes(self) -> bool:
+        return self._nodes_joined
+
     def _node(self, column: str) -> ColumnElement[Any]:
         self._nodes_joined = True
         return self.n.c[column]
@@ -166,6 +171,7 @@ class Source:
 
     def document(self) -> ColumnElement[Any]:
         """The facts document as JSON text."""
+        self.reads_document = True
         facts = self._node("facts")
         return cast(facts, Text) if self.dialect == "postgresql" else type_coerce(facts, Text)
 
@@ -182,6 +188,7 @@ class Source:
 
     def subtree(self, path: tuple[str | int, ...]) -> ColumnElement[Any]:
         """The JSON text at ``path`` in the node's document (NULL where there is none)."""
+        self.reads_document = True
         facts = self._node("facts")
         if self.dialect == "postgresql":
             return cast(func.jsonb_extract_path(facts, *[str(p) for p in path]), Text)
