@@ -88,11 +88,15 @@ def bench(args: argparse.Namespace) -> int:
     fleet = fleet_file(scripts, args.workdir, args.nodes)
     busy = wait_quiet(args.quiet_wait)
     results: dict[str, Any] = {"nodes": args.nodes, "other_cpu_at_start": round(busy, 2)}
-    with database(args) as url, running_server(database_url=url) as (_demo, server):
+    with (
+        database(args) as url,
+        running_server(database_url=url) as (_demo, server),
+        tempfile.TemporaryDirectory(prefix="podium-pql-") as reports,
+    ):
         results["database"] = "postgresql" if url else "sqlite"
         token = (server.datadir / "admin-token").read_text().strip()
         common = ["--token", token, "--insecure"]
-        out = Path(tempfile.mkdtemp(prefix="podium-pql-"))
+        out = Path(reports)
         print(f"server up (pid {server.pid}) at {server.url}; {memory(server.pid)}", flush=True)
         loads = []
         for name in ("first load", "same fleet again"):

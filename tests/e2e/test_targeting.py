@@ -101,7 +101,13 @@ def test_facts_sent_through_the_puppetdb_api_are_queryable_and_targetable(
             "values": {"role": "web", "tier": {"rank": 9}},
         },
     }
-    fleet.api.call("POST", fleet.fleet.server_url + "/pdb/cmd/v1", json=command)
+    # Commands are queued, as in PuppetDB: wait until it is stored.
+    fleet.api.call(
+        "POST",
+        fleet.fleet.server_url + "/pdb/cmd/v1",
+        params={"secondsToWaitForCompletion": 30},
+        json=command,
+    )
     rows = fleet.api.call(
         "GET",
         fleet.fleet.server_url + "/pdb/query/v4",

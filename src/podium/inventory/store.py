@@ -14,6 +14,7 @@ GIL over, and a busy server would make the writer wait for it at every row.
 
 from __future__ import annotations
 
+import logging
 import operator
 import threading
 import weakref
@@ -43,6 +44,8 @@ from podium.store import Store
 from podium.store.engine import WRITE, translated_errors
 from podium.store.tables import UTCDateTime, fact_leaves, fact_paths, factsets, nodes
 
+log = logging.getLogger(__name__)
+
 INCORPORATED: Final = "incorporated"
 STALE: Final = "stale"  # something newer about the node is stored already
 
@@ -50,6 +53,11 @@ _CHUNK: Final = 500  # names per IN (...) list, nodes (and documents) per statem
 _LEAF_CHUNK: Final = 20_000  # leaves per statement
 _WRITE_LOCK: Final = 0x706F64696E76  # PostgreSQL advisory lock key: one inventory writer
 _QUERY_TIMEOUT_MS: Final = 60_000
+_ANALYZE_AFTER: Final = 100_000  # leaves inserted before PostgreSQL's statistics are redone
+_ANALYZE: Final = (  # not the documents: sampling them would read their TOAST
+    "ANALYZE fact_leaves, fact_paths, factsets, "
+    "nodes (certname, facts_environment, facts_timestamp, deactivated, expired)"
+)
 # Leaves come fact set by fact set, in increasing ids: a stable sort by path alone puts
 # them in primary key order (and compares integers, not tuples).
 _KEY = operator.itemgetter(0)
@@ -87,6 +95,7 @@ class _Txn:
     connection: Connection
     new_paths: dict[tuple[str, F.FactType], int] = field(default_factory=dict)
     caught_up: bool = False  # read the paths other writers added since our last look
+    leaves: int = 0  # leaves inserted
 
 
 def now() -> datetime:
@@ -117,6 +126,9 @@ class InventoryStore:
         self._max_path_id = 0
         self._trie = F.PathTrie()  # path ids of committed paths, and this write's new ones
         self._insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        self._grown = 0  # leaves inserted since the planner's statistics were made
+        self._analyzed = 0  # leaves then
+        self._analyzing = threading.Event()
 
     @classmethod
     def of(cls, store: Store | InventoryStore) -> InventoryStore:
@@ -280,6 +292,7 @@ class InventoryStore:
         if added:
             added.sort(key=_KEY)  # in key order: fewer pages touched
             self._insert_leaves(connection, added)
+            txn.leaves += len(added)
 
     def _insert_leaves(self, connection: Connection, rows: list[Leaf]) -> None:
         # The hot path of a fleet's first facts: straight to the driver, no SQLAlchemy.
@@ -443,6 +456,31 @@ class InventoryStore:
                 self._trie = F.PathTrie()  # it may hold ids of paths rolled back
                 raise
             self._remember(txn.new_paths)  # committed: these ids exist for good
+            self._grown += txn.leaves
+            if self.dialect == "postgresql" and self._grown > max(_ANALYZE_AFTER, self._analyzed):
+                self._analyze()
+
+    def _analyze(self) -> None:
+        """New statistics for PostgreSQL's planner, on a thread of their own (the writer
+        goes on meanwhile), once the leaves have doubled since the last time: a fleet's
+        first facts are millions of rows autovacuum has not looked at yet, and without
+        statistics the planner takes a path's rows for a handful."""
+        if self._analyzing.is_set():
+            return
+        self._analyzing.set()
+        self._analyzed += self._grown
+        self._grown = 0
+
+        def run() -> None:
+            try:
+                with translated_errors(self.store.url), self._engine.begin() as connection:
+                    connection.exec_driver_sql(_ANALYZE)
+            except Exception:  # statistics are a help, not a need
+                log.warning("could not ANALYZE the inventory's tables", exc_info=True)
+            finally:
+                self._analyzing.clear()
+
+        threading.Thread(target=run, name="podium-inventory-analyze", daemon=True).start()
 
 
 _BY_STORE: weakref.WeakKeyDictionary[Store, InventoryStore] = weakref.WeakKeyDictionary()

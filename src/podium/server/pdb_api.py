@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -83,19 +84,32 @@ class Command:
 class CommandWriter:
     """Commands waiting to be stored, and the thread that stores them in batches.
 
-    The thread runs while commands wait and ends when none are left; what arrived
-    while it wrote the last batch is the next one. A batch that a bad document makes
-    fail is written again one command at a time, so that only that command fails.
+    The thread starts with the first command and stores what has queued up as one
+    transaction, having waited up to ``linger`` seconds for more (group commit: a fleet
+    reconnecting is hundreds of commands a transaction, not one); it ends after ``idle``
+    seconds without commands. A batch that a bad document makes fail is written again
+    one command at a time, so that only that command fails.
     """
 
     def __init__(
-        self, inventory: InventoryStore, *, max_batch: int = 500, max_pending: int = 500
+        self,
+        inventory: InventoryStore,
+        *,
+        # Limits
+        max_batch: int = 500,
+        max_pending: int = 500,
+        # Timeouts
+        linger: float = 0.05,
+        idle: float = 2.0,
     ) -> None:
         self.inventory = inventory
         self.max_batch = max_batch
         self.max_pending = max_pending  # beyond: submitters wait for their command
-        self._lock = threading.Lock()
+        self.linger = linger
+        self.idle = idle
+        self._cond = threading.Condition()
         self._pending: list[tuple[Command, Future[str]]] = []
+        self._busy = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -104,31 +118,54 @@ class CommandWriter:
 
     def submit(self, command: Command) -> Future[str]:
         future: Future[str] = Future()
-        with self._lock:
+        with self._cond:
             self._pending.append((command, future))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="podium-inventory-writer", daemon=True
                 )
                 self._thread.start()
+            elif len(self._pending) in (1, self.max_batch):  # idle, or a batch is full
+                self._cond.notify_all()
         return future
 
     def join(self) -> None:
         """Until every command submitted so far is stored (or failed)."""
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join()
+        with self._cond:
+            while self._pending or self._busy:
+                self._cond.wait()
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                if not batch:
+            with self._cond:
+                if not self._wait_for_commands():
                     self._thread = None
                     return
-            self._write(batch)
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                self._busy = True
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _wait_for_commands(self) -> bool:
+        """With the lock held: wait for a batch; False after ``idle`` s without one."""
+        give_up = time.monotonic() + self.idle
+        while not self._pending:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return False
+            self._cond.wait(left)
+        full = time.monotonic() + self.linger
+        while len(self._pending) < self.max_batch:
+            left = full - time.monotonic()
+            if left <= 0:
+                break
+            self._cond.wait(left)
+        return True
 
     def _write(self, batch: list[tuple[Command, Future[str]]]) -> None:
         run: list[tuple[Command, Future[str]]] = []

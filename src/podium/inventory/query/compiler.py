@@ -92,15 +92,12 @@ class _Compiler:
             d.columns = [c.label(f"podium_{number + i}") for i, c in enumerate(d.columns)]
             number += len(d.columns)
         columns = [c for d in decoders for c in d.columns]
-        statement = select(*columns).select_from(source.from_clause()).where(*where)
+        grouped: list[ColumnElement[Any]] = []
         if query.group_by:
             named = {d.label: d for d in decoders if not d.function}
-            statement = statement.group_by(
-                *[c for r in query.group_by for c in self._group(source, r, named)]
-            )
+            grouped = [c for r in query.group_by for c in self._group(source, r, named)]
         elif query.entity.name == "fact_names":  # each name once
-            statement = statement.group_by(*columns)
-        count = select(func.count()).select_from(statement.subquery())
+            grouped = columns
         ordering = query.order_by or self._default_order(query, items)
         keys = {d.label: d for d in decoders}
         order = [
@@ -108,6 +105,10 @@ class _Compiler:
             for label, descending in ordering
             for c in self._sort_keys(source, query, label, keys)
         ]
+        # last: the tables joined are those the fields above used
+        statement = select(*columns).select_from(source.from_clause()).where(*where)
+        statement = statement.group_by(*grouped)
+        count = select(func.count()).select_from(statement.subquery())
         statement = statement.order_by(*order)
         statement = self._hinted(statement, source)
         if query.limit is not None:
@@ -128,17 +129,18 @@ class _Compiler:
             if isinstance(item, T.Function):
                 raise QueryError("a subquery for 'in' extracts fields, not functions")
             columns.append(self._key(source, query.entity.fields[item.ref.name].kind, item.ref))
+        grouped = [self._key(source, "", r) for r in query.group_by]
+        paged = query.limit is not None or bool(query.offset)
+        order = [
+            key.desc().nulls_first() if descending else key.asc().nulls_last()
+            for label, descending in (
+                (query.order_by or self._default_order(query, query.extract)) if paged else ()
+            )
+            for key in self._sort_keys(source, query, label, {})
+        ]
         statement = select(*columns).select_from(source.from_clause()).where(*where)
-        statement = self._hinted(statement, source)
-        if query.group_by:
-            statement = statement.group_by(*[self._key(source, "", r) for r in query.group_by])
-        if query.limit is not None or query.offset:  # paged: in a definite order
-            order = query.order_by or self._default_order(query, query.extract)
-            for label, descending in order:
-                for key in self._sort_keys(source, query, label, {}):
-                    statement = statement.order_by(
-                        key.desc().nulls_first() if descending else key.asc().nulls_last()
-                    )
+        statement = self._hinted(statement, source).group_by(*grouped).order_by(*order)
+        if paged:  # in a definite order
             statement = statement.limit(query.limit).offset(query.offset or None)
         return statement
 

@@ -75,7 +75,7 @@ class Source:
         self.fs = factsets.alias()
         self.fp = fact_paths.alias()
         self.fl = fact_leaves.alias()
-        self._nodes_joined = entity.name in ("nodes", "factsets", "inventory")
+        self._nodes_joined = entity.name == "nodes"  # others: when a field needs it
         self.reads_document = False  # whether the node's facts are read (SQLite's hint)
         self._environments: FromClause | None = None
 
@@ -86,6 +86,8 @@ class Source:
         if name == "nodes":
             return self.n
         if name in ("factsets", "inventory"):
+            if not self._nodes_joined:
+                return self.fs
             return self.fs.join(self.n, self.n.c.certname == self.fs.c.certname)
         if name in ("facts", "fact_contents"):
             joined = self.fl.join(self.fp, self.fp.c.id == self.fl.c.path_id).join(
