@@ -30,7 +30,7 @@ class FakeInventory:
     def class_members(self, classes: Sequence[str]) -> list[str]:
         return ["web-01", "db-01"]
 
-    def lacking(self, facts: Sequence[str], among: Sequence[str] | None) -> dict[str, int]:
+    def lacking(self, facts: Sequence[str]) -> dict[str, int]:
         return dict.fromkeys(facts, 1)
 
 

@@ -8,72 +8,36 @@ node is at hand.
 from __future__ import annotations
 
 import fcntl
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builtin_run import PATH, Outcome, run_builtin
 from debrepo import APT_MISSING, LocalRepo, installed_version, local_repo
 
 import podium
 from podium.errors import ValidationError
 from podium.tasks import CodeDir, builtin_codedir, validate_params
-from podium.tasks.codedir import BUILTIN_MODULES
 
 SCRIPT = Path(podium.__file__).resolve().parent / "data/modules/package/tasks/init.sh"
 # The agent's PATH when its own has none.
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HELLO = "podium-test-hello"
 
 needs_apt = pytest.mark.skipif(APT_MISSING is not None, reason=APT_MISSING or "")
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg-query")
 
 
-@dataclass
-class Outcome:
-    exitcode: int
-    result: dict[str, Any]
-    stderr: str
-
-    @property
-    def error(self) -> dict[str, Any]:
-        """The ``_error`` of a failed run."""
-        assert self.exitcode != 0, self.result
-        error: dict[str, Any] = self.result["_error"]
-        return error
-
-
-def run_package(tmp_path: Path, *, noop: bool = False, path: str = PATH, **params: str) -> Outcome:
-    """Run the task with ``params`` as PT_ variables; its stdout must be one JSON object."""
-    env = {"PATH": path, "PT__task": "package", "PT__installdir": str(BUILTIN_MODULES)}
-    env.update({f"PT_{key}": value for key, value in params.items()})
-    if noop:
-        env["PT__noop"] = "true"
-    proc = subprocess.run(
-        [str(SCRIPT)],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    result = json.loads(proc.stdout)
-    assert isinstance(result, dict), proc.stdout
-    return Outcome(proc.returncode, result, proc.stderr)
+def run_package(tmp_path: Path, **kwargs: Any) -> Outcome:
+    """The package task run on this machine (see builtin_run.py)."""
+    return run_builtin("package", tmp_path, timeout=120, **kwargs)
 
 
 def ok(tmp_path: Path, **params: Any) -> dict[str, Any]:
     """The result of a run that must succeed."""
-    outcome = run_package(tmp_path, **params)
-    assert outcome.exitcode == 0, outcome
-    assert "_error" not in outcome.result
-    return outcome.result
+    return run_package(tmp_path, **params).ok
 
 
 @pytest.fixture

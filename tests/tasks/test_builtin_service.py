@@ -6,7 +6,6 @@ The init-script branch drives a throw-away LSB script in /etc/init.d whose daemo
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -17,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builtin_run import PATH, Outcome, run_builtin
 
 import podium
 from podium.errors import ValidationError
 from podium.tasks import CodeDir, builtin_codedir, validate_params
-from podium.tasks.codedir import BUILTIN_MODULES
 from waiting import wait_for
 
 SCRIPT = Path(podium.__file__).resolve().parent / "data/modules/service/tasks/init.sh"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_D = Path("/etc/init.d")
 SYSTEMD_RUNNING = Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
 BOOT_TOOL = shutil.which("update-rc.d") or shutil.which("chkconfig")
@@ -87,53 +85,14 @@ class InitService:
             return None
 
 
-@dataclass
-class Outcome:
-    exitcode: int
-    result: dict[str, Any]
-
-    @property
-    def error(self) -> dict[str, Any]:
-        """The ``_error`` of a failed run."""
-        assert self.exitcode != 0, self.result
-        error: dict[str, Any] = self.result["_error"]
-        return error
-
-
-def run_service(
-    tmp_path: Path,
-    *,
-    noop: bool = False,
-    path: str = PATH,
-    wrapper: tuple[str, ...] = (),
-    **params: str,
-) -> Outcome:
-    """Run the task with ``params`` as PT_ variables; its stdout must be one JSON object."""
-    env = {"PATH": path, "PT__task": "service", "PT__installdir": str(BUILTIN_MODULES)}
-    env.update({f"PT_{key}": value for key, value in params.items()})
-    if noop:
-        env["PT__noop"] = "true"
-    proc = subprocess.run(
-        [*wrapper, str(SCRIPT)],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    result = json.loads(proc.stdout)
-    assert isinstance(result, dict), proc.stdout
-    return Outcome(proc.returncode, result)
+def run_service(tmp_path: Path, **kwargs: Any) -> Outcome:
+    """The service task run on this machine (see builtin_run.py)."""
+    return run_builtin("service", tmp_path, timeout=60, **kwargs)
 
 
 def ok(tmp_path: Path, **params: Any) -> dict[str, Any]:
     """The result of a run that must succeed."""
-    outcome = run_service(tmp_path, **params)
-    assert outcome.exitcode == 0, outcome
-    assert "_error" not in outcome.result
-    return outcome.result
+    return run_service(tmp_path, **params).ok
 
 
 def alive(pid: int) -> bool:

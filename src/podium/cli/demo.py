@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from podium.cli.fleet import Fleet, stop_processes_under
-from podium.cli.task import _parameter_types, parse_params
+from podium.cli.task import parameter_types, parse_params
 from podium.errors import PodiumError
 
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             demo.wait_connected(client, demo.certnames)
             elapsed = time.monotonic() - started
             print(f"{args.nodes} agents enrolled and connected in {elapsed:.1f} s.\n")
-            types = _parameter_types(client, args.task, "production") if pairs else {}
+            types = parameter_types(client, args.task, "production") if pairs else {}
             params = parse_params(pairs, args.params, types)
             given = " ".join(shlex.quote(p) for p in pairs) or (
                 f"--params {shlex.quote(args.params)}" if args.params else ""

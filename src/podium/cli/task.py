@@ -132,7 +132,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _parameter_types(client: ApiClient, task: str, environment: str) -> dict[str, str]:
+def parameter_types(client: ApiClient, task: str, environment: str) -> dict[str, str]:
     """Each declared parameter's type, from the server; {} for a task it does not know
     (the job command then says what is wrong)."""
     module, _, short = task.partition("::")
@@ -152,7 +152,7 @@ def _parameter_types(client: ApiClient, task: str, environment: str) -> dict[str
 
 def run_task(args: argparse.Namespace) -> int:
     client = ApiClient.from_args(args)
-    types = _parameter_types(client, args.task, args.environment) if args.parameters else {}
+    types = parameter_types(client, args.task, args.environment) if args.parameters else {}
     body: dict[str, Any] = {
         "task": args.task,
         "params": parse_params(args.parameters, args.params, types),

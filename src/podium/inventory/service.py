@@ -74,16 +74,16 @@ class InventoryService:
                 members.append(certname)
         return members
 
-    def lacking(self, facts: Sequence[str], among: Sequence[str] | None) -> dict[str, int]:
-        nodes = self._active()
-        if among is not None:
-            keep = set(among)
-            nodes = [n for n in nodes if n.certname in keep]
-        return {
-            fact: count
-            for fact in facts
-            if (count := sum(1 for n in nodes if not _has_path(n.facts, fact)))
-        }
+    def lacking(self, facts: Sequence[str]) -> dict[str, int]:
+        # Counted by the query engine: no facts document is read.
+        total = self._count(None)
+        missing = {fact: total - self._count(["null?", f"facts.{fact}", False]) for fact in facts}
+        return {fact: count for fact, count in missing.items() if count}
+
+    def _count(self, query: list[Any] | None) -> int:
+        extract: list[Any] = ["extract", [["function", "count"]]]
+        rows = self._run_query(["from", "inventory", extract + ([query] if query else [])])
+        return int(rows[0]["count"]) if rows else 0
 
     def _facts(self) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
         for node in self._active():
@@ -93,15 +93,3 @@ class InventoryService:
 def trusted_facts(certname: str) -> dict[str, Any]:
     """What Puppet calls the node's trusted facts: what its certificate proves."""
     return {"authenticated": "remote", "certname": certname, "extensions": {}}
-
-
-def _has_path(facts: Mapping[str, Any], dotted: str) -> bool:
-    value: Any = facts
-    for part in dotted.replace("[", ".").replace("]", "").split("."):
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:  # a wildcard stands for any member of a non-empty collection
-            return bool(part == "*" and isinstance(value, Mapping | list) and value)
-    return value is not None

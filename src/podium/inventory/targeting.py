@@ -36,18 +36,6 @@ class Scope:
     node_group: str | None = None
     classes: tuple[str, ...] = ()
 
-    def describe(self) -> str:
-        if self.node_group is not None:
-            return f"node group {self.node_group}"
-        parts = []
-        if self.query is not None:
-            parts.append(f"query {self.query if isinstance(self.query, str) else 'AST'}")
-        if self.classes:
-            parts.append(f"classes {', '.join(self.classes)}")
-        if self.nodes:
-            parts.append(f"{len(self.nodes)} nodes")
-        return " and ".join(parts)
-
 
 @dataclass(frozen=True)
 class Target:
@@ -71,7 +59,7 @@ class Inventory(Protocol):
 
     def class_members(self, classes: Sequence[str]) -> list[str]: ...
 
-    def lacking(self, facts: Sequence[str], among: Sequence[str] | None) -> dict[str, int]: ...
+    def lacking(self, facts: Sequence[str]) -> dict[str, int]: ...
 
 
 def parse_scope(raw: object) -> Scope:
@@ -152,7 +140,7 @@ def resolve(scope: Scope, inventory: Inventory) -> Target:
         found = members if found is None else found & members
         explain.append(f"classes {', '.join(scope.classes)} (from node groups)")
     certnames = tuple(sorted(found or ()))
-    missing = inventory.lacking(facts, None) if facts else {}
+    missing = inventory.lacking(facts) if facts else {}
     return Target(certnames, missing_facts=missing, explain=" and ".join(explain))
 
 

@@ -1,7 +1,8 @@
 """Tasks: the code directory, task metadata and parameter checks.
 
-``builtin_codedir()`` is the code directory shipped with Podium: environment
-``production`` with the ``podium`` module's ``echo`` and ``command`` tasks.
+``builtin_codedir()`` is the default code directory shipped with Podium: an empty
+environment ``production``; the built-in modules (``podium``, ``package``, ``service``)
+join every environment's modulepath from ``codedir.BUILTIN_MODULES``.
 """
 
 from __future__ import annotations

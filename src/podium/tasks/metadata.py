@@ -41,8 +41,6 @@ _Impl = TypeVar("_Impl", bound=_Requiring)
 # Files in tasks/ that are never executables (Puppet ignores them too).
 _NOT_EXECUTABLE: Final = frozenset({"json", "md", "conf"})
 _EXECUTABLE: Final = re.compile(r"\A([a-z][a-z0-9_]*)(?:\.([A-Za-z0-9_]+))?\Z")
-# Agent features an implementation may require (Bolt's names).
-FEATURES: Final = frozenset({"shell", "powershell", "puppet-agent", "python"})
 
 
 class _Missing(enum.Enum):
