@@ -4,7 +4,8 @@ Each message type has a frozen dataclass; :func:`decode` checks an envelope's ``
 strictly (required fields, types, no unknown fields, validated names) and
 :func:`encode` builds an envelope from a message. Podium's additions to PXP are
 ``rpc_result_ack`` (the controller has stored a final result; the agent may forget it)
-and ``facts_update`` (an agent's facts, sent on connect).
+``facts_update`` (an agent's facts, sent on connect) and ``task_output`` (a running
+task's output so far, in bounded chunks, so that operators see it live).
 """
 
 from __future__ import annotations
@@ -117,6 +118,22 @@ class FactsUpdate(Message):
     features: list[str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TaskOutput(Message):
+    """A chunk of a running task's stdout or stderr; ``offset`` is how many bytes of that
+    stream came before it (so a receiver sees gaps and repeats). Best effort: chunks are
+    not spooled and never re-sent; the final result carries the whole (capped) output."""
+
+    message_type = "task_output"
+    transaction_id: str
+    stream: str  # "stdout" | "stderr"
+    offset: int
+    data: str
+
+
+OUTPUT_STREAMS = frozenset({"stdout", "stderr"})
+MAX_OUTPUT_CHUNK = 16 * 1024  # characters of one task_output's data
+
 Request = NonBlockingRequest | BlockingRequest
 REQUEST_TYPES = frozenset({NonBlockingRequest.message_type, BlockingRequest.message_type})
 # Only controllers may send these to agents.
@@ -137,12 +154,14 @@ _CLASSES: dict[str, type[Message]] = {
         RpcError,
         ResultAck,
         FactsUpdate,
+        TaskOutput,
     )
 }
 MESSAGE_TYPES = frozenset(_CLASSES)
 
 _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "str": (str, "a string"),
+    "int": (int, "a whole number"),
     "bool": (bool, "true or false"),
     "dict[str, Any]": (dict, "an object"),
     "list[str]": (list, "a list of strings"),
@@ -155,7 +174,11 @@ _TYPE_CHECKS: dict[str, tuple[type | tuple[type, ...], str]] = {
 def _check_field(message_type: str, name: str, annotation: str, value: Any) -> None:
     expected, words = _TYPE_CHECKS[annotation]
     items: Any = value
-    if not isinstance(value, expected) or (annotation == "str" and len(items) > 65536):
+    if (
+        not isinstance(value, expected)
+        or (annotation == "str" and len(items) > 65536)
+        or (annotation == "int" and (isinstance(value, bool) or not 0 <= value < 2**53))
+    ):
         raise ProtocolError(
             f"{message_type}: field {name!r} must be {words}",
             details={"message_type": message_type, "field": name},
@@ -224,6 +247,13 @@ def decode(envelope: Envelope) -> Message:
     if "module" in data:
         validate_module(data["module"])
         validate_module(data["action"], "action")
+    if cls is TaskOutput:
+        if data["stream"] not in OUTPUT_STREAMS:
+            raise ProtocolError("task_output: field 'stream' must be \"stdout\" or \"stderr\"")
+        if len(data["data"]) > MAX_OUTPUT_CHUNK:
+            raise ProtocolError(
+                f"task_output: field 'data' holds more than {MAX_OUTPUT_CHUNK} characters"
+            )
     return cls(**data)
 
 
