@@ -79,7 +79,7 @@ async def test_events_tell_the_story_of_the_job_in_order(api, runtime):
     job = await run(api, runtime, task_body(["web-01"]))
     page = (await api.get(f"/jobs/{job['name']}/events")).json()
     types = [e["type"] for e in page["items"]]
-    assert types == ["node_running", "node_finished", "job_finished"]
+    assert types == ["job_running", "node_running", "node_finished", "job_finished"]
     assert page["items"][0]["details"]["node"] == "web-01"
     # A final event carries the node's result, so a watcher needs no other call.
     assert page["items"][1]["details"]["result"] == {"_output": "hi\n"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from podium.cli.logs import add_log_level, configure
@@ -65,8 +66,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TOKEN",
         help="sign CSRs carrying this enrollment token (challengePassword)",
     )
+    p.add_argument(
+        "--reconnect-grace",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="give up on a node whose agent dropped during a run after this long "
+        "(default $PODIUM_RECONNECT_GRACE or 300)",
+    )
+    p.add_argument(
+        "--task-concurrency",
+        type=_positive(int),
+        metavar="N",
+        help="nodes running at once across all jobs; more wait their turn "
+        "(default $PODIUM_TASK_CONCURRENCY or 250)",
+    )
+    p.add_argument(
+        "--task-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="a task run's timeout on a node when the job sets none "
+        "(default $PODIUM_TASK_TIMEOUT or 2400)",
+    )
     add_log_level(p)
     p.set_defaults(func=run)
+
+
+def _positive(conv: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = conv(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
             else None
         ),
         job_retention_days=args.job_retention_days,
+        reconnect_grace=args.reconnect_grace,
+        task_concurrency=args.task_concurrency,
+        task_timeout=args.task_timeout,
         certname=args.certname,
         host=args.host,
         port=args.port,

@@ -32,6 +32,7 @@ AGENT_QUERY = "pcp://*/agent"
 
 OnMessage = Callable[[Envelope], None]
 OnChange = Callable[[str, bool], None]
+OnLink = Callable[[bool], None]
 
 
 class ControllerLink:
@@ -44,6 +45,8 @@ class ControllerLink:
         self.broker_url: str | None = None
         self.on_message: OnMessage = lambda env: None
         self.on_change: OnChange = lambda certname, up: None
+        # The broker connection came up (its inventory known) or went down.
+        self.on_link: OnLink = lambda up: None
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -56,8 +59,8 @@ class ControllerLink:
         """Queue ``envelope`` for the broker; False when there is no connection."""
         raise NotImplementedError
 
-    def make(self, message: msg.Message, target: str) -> Envelope:
-        return msg.encode(message, sender=self.uri, target=target)
+    def make(self, message: msg.Message, target: str, *, id: str | None = None) -> Envelope:
+        return msg.encode(message, sender=self.uri, target=target, id=id)
 
     def _subscribe(self) -> None:
         self.send(self.make(msg.InventoryRequest(query=[AGENT_QUERY], subscribe=True), BROKER_URI))
@@ -80,6 +83,7 @@ class ControllerLink:
             for certname in came:
                 self.on_change(certname, True)
             self.ready.set()
+            self.on_link(True)
         elif isinstance(message, msg.InventoryUpdate):
             for change in message.changes:
                 certname, client_type = pcp.split_uri(change.get("client", ""))
@@ -94,6 +98,7 @@ class ControllerLink:
 
     def _lost(self) -> None:
         self.ready.clear()
+        self.on_link(False)
         gone, self.connected = self.connected, {}
         for certname in gone:
             self.on_change(certname, False)

@@ -1,97 +1,43 @@
-"""The job engine: turns commands into PXP requests and results into stored states.
+"""The job service: drives the pure :class:`~podium.jobs.core.JobCore` with asyncio.
 
-A job's nodes are tracked in memory by transaction id while they run; every state
-change is queued and written in batches (one worker-thread call per flush), and a
-final result is acknowledged to its agent only once it is stored. After a restart the
-engine rebuilds that memory from the database and re-sends the requests of unfinished
-nodes: agents answer a known transaction id from their spool and never run it twice.
+It turns API commands into core commands (loading the task, storing the new job), feeds
+the core every message and connection change from the :class:`ControllerLink` and the
+time (one timer, for the core's next deadline), sends what the core says to send, and
+writes what it says to write: one transaction per flush, acknowledgements sent only once
+that is stored. After a restart it rebuilds the core's jobs from the database; agents
+answer a re-sent transaction from their spool and never run it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
-from podium.jobs import states
+from podium.jobs.core import Changes, JobCore, Limits, ResumedNode
+from podium.jobs.kinds import PACE_OPTIONS, TaskRun, pace_of
 from podium.jobs.link import ControllerLink
-from podium.jobs.payloads import (
-    INPUT_PURPOSE,
-    SEALED_INPUT,
-    redacted,
-    storable,
-    task_request,
-)
+from podium.jobs.payloads import INPUT_PURPOSE, SEALED_INPUT, redacted, storable
 from podium.pki.sealing import Sealer
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
-from podium.store import NewEvent, NodeUpdate, Store
+from podium.store import JobRecord, Store
 from podium.tasks.codedir import CodeDir
-from podium.tasks.metadata import Task
 from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
 
-_MAX_TIMEOUT = 7 * 24 * 3600
-_GIVEN_UP_KEPT = 100_000  # nodes given up on whose late results are still welcome
+_MAX_SECONDS = 7 * 24 * 3600
 # Stores (certname, facts, when) items and each agent's features, in one transaction.
 FactsSink = Callable[
     [Sequence[tuple[str, dict[str, Any], datetime]], Mapping[str, Sequence[str] | None]], None
 ]
-# What a node whose agent never listed its features is assumed to run.
-DEFAULT_FEATURES = ("shell",)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(eq=False)
-class _Pending:
-    job_id: int
-    certname: str
-    request: msg.NonBlockingRequest
-    state: str = "new"
-    grace: asyncio.TimerHandle | None = None
-    sent_id: str | None = None  # envelope id of the last request sent, for broker errors
-
-    @property
-    def transaction_id(self) -> str:
-        return self.request.transaction_id
-
-
-@dataclass(eq=False)
-class _ActiveJob:
-    id: int
-    remaining: int
-    node_states: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Batch:
-    updates: list[NodeUpdate] = field(default_factory=list)
-    events: list[NewEvent] = field(default_factory=list)
-    job_states: list[tuple[int, str, datetime]] = field(default_factory=list)
-    # certname → (facts, when, the agent's features)
-    facts: dict[str, tuple[dict[str, Any], datetime, list[str] | None]] = field(
-        default_factory=dict
-    )
-    acks: list[tuple[str, str]] = field(default_factory=list)  # (agent uri, transaction id)
-    rejudge: set[int] = field(default_factory=set)  # finished jobs whose nodes changed
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.updates or self.events or self.job_states or self.facts or self.acks
-        ) or bool(self.rejudge)
 
 
 class JobService:
@@ -105,9 +51,10 @@ class JobService:
         *,
         sealer: Sealer,
         record_facts: FactsSink | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
         # Timeouts
         flush_interval: float = 0.005,
-        reconnect_grace: float = 300.0,
         stop_timeout: float = 10.0,
         # Limits
         max_message_bytes: int = pcp.DEFAULT_MAX_MESSAGE_BYTES,
@@ -118,23 +65,29 @@ class JobService:
         self.sealer = sealer
         # Where the facts agents send go (the inventory); the store's own table by default.
         self._record_facts: FactsSink = record_facts or store.record_facts_many
+        self.core = JobCore(limits, link_up=False)
+        self.clock = clock
         self.flush_interval = flush_interval
-        self.reconnect_grace = reconnect_grace
         self.stop_timeout = stop_timeout
         self.max_message_bytes = max_message_bytes
-        self._pending: dict[str, _Pending] = {}
-        self._by_node: dict[str, set[str]] = defaultdict(set)
-        self._jobs: dict[int, _ActiveJob] = {}
-        self._sent: dict[str, str] = {}  # message id → transaction id, for broker errors
-        self._given_up: dict[str, _Pending] = {}  # failed by the grace period, oldest first
-        self._batch = _Batch()
-        self._flusher: asyncio.Task[None] | None = None
-        self._finished: dict[int, asyncio.Event] = {}
-        # Round trips under way: transaction id → (certname, answer)
+        self._changes = Changes()
+        # certname → (facts, when, the agent's features): written apart from job changes
+        self._facts: dict[str, tuple[dict[str, Any], datetime, list[str] | None]] = {}
         self._features: dict[str, list[str] | None] = {}  # certname → its agent's features
+        self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._finished: dict[int, asyncio.Event] = {}
+        self._stored: dict[int, asyncio.Event] = {}  # job → set when new events are stored
+        # Round trips under way: transaction id → (certname, answer)
         self._probes: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
         link.on_message = self._on_message
         link.on_change = self._on_change
+        link.on_link = self._on_link
+
+    @property
+    def limits(self) -> Limits:
+        return self.core.limits
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -149,9 +102,8 @@ class JobService:
             log.warning("no broker inventory after %.0f s; starting without it", inventory_timeout)
 
     async def stop(self) -> None:
-        for pending in self._pending.values():
-            if pending.grace is not None:
-                pending.grace.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         try:
             await asyncio.wait_for(self.flush(), self.stop_timeout)
         except TimeoutError:
@@ -166,15 +118,20 @@ class JobService:
         """Write everything queued so far (and wait for a flush under way)."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
-        if self._batch:
+        if self._changes or self._facts:
             self._flusher = asyncio.ensure_future(self._flush_now())
             await asyncio.shield(self._flusher)
 
     async def wait(self, job_id: int) -> None:
-        """Until the job is finished and stored (for the CLI's in-process callers)."""
+        """Until the job is finished and stored (for in-process callers)."""
         event = self._finished.get(job_id)
         if event is not None:
             await event.wait()
+
+    def events_stored(self, job_id: int) -> asyncio.Event:
+        """An event set once new events of the job are stored (for streams to wait on;
+        take a fresh one after each wake-up)."""
+        return self._stored.setdefault(job_id, asyncio.Event())
 
     # -- commands ---------------------------------------------------------------------
 
@@ -186,20 +143,20 @@ class JobService:
         nodes: Sequence[str],
         environment: str = "production",
         description: str = "",
-        owner: str = "anonymous",
+        owner: str = "admin",
         noop: bool = False,
-        run_timeout: float | None = None,
         scope: dict[str, Any] | None = None,
+        pace: Mapping[str, Any] | None = None,
     ) -> int:
-        """Start a task job on ``nodes``; returns the job id. ``run_timeout``: seconds a
-        node's run may take before its agent stops it; ``scope``: what the nodes were
-        resolved from, as the job shows it (default: the node list)."""
-        timeout = run_timeout
+        """Start a task job on ``nodes``, in that order; returns the job id. ``scope``:
+        what the nodes were resolved from, as the job shows it (default: the node list);
+        ``pace``: the options of :data:`~podium.jobs.kinds.PACE_OPTIONS` that are set."""
         if not self.link.ready.is_set():
             raise Unavailable(
                 "the server has no connection to a broker right now, so no node can be "
                 "reached; check the broker and the server's log, then try again"
             )
+        paced = _checked_pace(pace or {})
         found = await asyncio.to_thread(self.codedir.task, environment, task)
         checked = validate_params(found, params)
         if noop and not found.supports_noop:
@@ -209,38 +166,34 @@ class JobService:
                 kind="puppetlabs.orchestrator/task-not-noop",
                 details={"task": found.name},
             )
-        if timeout is not None and not 0 < timeout <= _MAX_TIMEOUT:
-            raise ValidationError(
-                f"timeout must be a number of seconds from 1 to {_MAX_TIMEOUT}, got {timeout}",
-                details={"timeout": timeout},
-            )
         certnames = list(dict.fromkeys(validate_certname(n, "node") for n in nodes))
         if not certnames:
             raise ValidationError(
                 "the job targets no nodes; give at least one node name",
                 kind="puppetlabs.orchestrator/empty-target",
             )
+        kind = self._task_run(found, checked, noop=noop, timeout=paced.get("timeout"))
+        kind.check_size(self.max_message_bytes)
         known = await asyncio.to_thread(self.store.known_certnames, certnames)
         # Connected agents said what they run when they connected; ask the database only
         # about those that did before this server started.
-        features: dict[str, list[str] | None] = {c: self._features.get(c) for c in certnames}
-        unheard = [c for c in certnames if c in self.link.connected and c not in self._features]
+        unheard = [c for c in certnames if c not in self._features]
         if unheard:
-            features.update(await asyncio.to_thread(self.store.node_features, unheard))
-        requests = self._task_requests(found, checked, features, noop=noop, timeout=timeout)
-        txids = {c: uuid.uuid4().hex for c in certnames}
+            stored = await asyncio.to_thread(self.store.node_features, unheard)
+            for certname, features in stored.items():
+                self._features.setdefault(certname, features)
+        txids = [(c, uuid.uuid4().hex) for c in certnames]
         options: dict[str, Any] = {
             "task": found.name,
             "params": redacted(found, checked),
             "noop": noop,
             "environment": environment,
             "scope": scope or {"nodes": certnames},
+            **paced,
             # What the nodes get, kept to resume the job after a restart; never shown.
             SEALED_INPUT: self.sealer.seal(checked, purpose=INPUT_PURPOSE),
         }
-        if timeout is not None:
-            options["timeout"] = timeout
-        now = _now()
+        now = self.clock()
         job_id = await asyncio.to_thread(
             self.store.create_job,
             type="task",
@@ -248,102 +201,58 @@ class JobService:
             environment=environment,
             description=description,
             options=options,
-            nodes=[(c, txids[c]) for c in certnames],
-            at=now,
+            nodes=txids,
+            at=datetime.fromtimestamp(now, UTC),
         )
-        job = _ActiveJob(job_id, remaining=len(certnames))
-        self._jobs[job_id] = job
         self._finished[job_id] = asyncio.Event()
-        self._batch.job_states.append((job_id, "running", now))
-        for certname in certnames:
-            request = requests[certname]
-            pending = self._track(
-                job_id, certname, txids[certname], request if isinstance(request, dict) else {}
-            )
-            if certname in self.link.connected:
-                if isinstance(request, str):  # no implementation fits this node
-                    self._settle(pending, "failed", {}, request)
-                else:
-                    self._send_request(pending)
-            elif certname in known:
-                self._settle(
-                    pending, "failed", {}, f"node {certname} is not connected to the broker"
-                )
-            else:
-                self._settle(
-                    pending,
-                    "failed",
-                    {},
-                    f"unknown node {certname}: it has never connected; "
-                    "check the name or enroll the node",
-                )
-        self._flush_soon()
+        self.core.add_job(
+            job_id,
+            kind,
+            txids,
+            self.clock(),
+            pace=pace_of(paced, len(certnames)),
+            owner=owner,
+            unknown=[c for c in certnames if c not in known and c not in self.link.connected],
+        )
+        self._drive()
         return job_id
 
-    def _task_requests(
-        self,
-        task: Task,
-        params: dict[str, Any],
-        features: dict[str, list[str] | None],
-        *,
-        noop: bool,
-        timeout: float | None,
-        check_size: bool = True,
-    ) -> dict[str, dict[str, Any] | str]:
-        """Each known node's request (one per implementation, shared), or why none fits."""
-        by_impl: dict[str, dict[str, Any]] = {}
-        out: dict[str, dict[str, Any] | str] = {}
-        for certname, have in features.items():
-            have = have if have is not None else list(DEFAULT_FEATURES)
-            impl = task.implementation_for(have)
-            if impl is None:
-                needs = "; ".join(
-                    f"{i.name} needs {', '.join(i.requirements) or 'nothing'}"
-                    for i in task.implementations
-                )
-                out[certname] = (
-                    f"task {task.name} has no implementation that node {certname} can run: "
-                    f"its agent offers {', '.join(sorted(have)) or 'no features'} ({needs})"
-                )
-                continue
-            request = by_impl.get(impl.name)
-            if request is None:
-                request = task_request(task, impl, params, noop=noop, timeout=timeout)
-                if check_size:
-                    self._check_size(task, request)
-                by_impl[impl.name] = request
-            out[certname] = request
-        return out
+    async def stop_job(self, job_id: int, *, by: str, force: bool = False) -> JobRecord:
+        """Stop a job (idempotent); returns it as stored once the stop is."""
+        if not self.core.stop(job_id, self.clock(), by=by, force=force):
+            await asyncio.to_thread(self.store.get_job, job_id)  # 404 for an unknown job
+        self._drive()
+        await self.flush()
+        return await asyncio.to_thread(self.store.get_job, job_id)
 
-    def _check_size(self, task: Task, request: dict[str, Any]) -> None:
-        try:
-            size = len(orjson.dumps(request)) + pcp.ENVELOPE_ROOM
-        except orjson.JSONEncodeError as exc:
-            raise ValidationError(f"the task's parameters cannot be sent: {exc}") from exc
-        if size > self.max_message_bytes:
+    async def rerun(self, job_id: int, *, owner: str, only_failed: bool = False) -> int:
+        """A new job with the command and options of ``job_id``, on all its nodes or only
+        on those that did not succeed."""
+        job = await asyncio.to_thread(self.store.get_job, job_id)
+        if job.type != "task":
+            raise ValidationError(f"job {job_id} is a {job.type} job; only task jobs rerun yet")
+        states = ("failed", "errored", "skipped") if only_failed else None
+        nodes: list[str] = []
+        for state in states or (None,):
+            found, _ = await asyncio.to_thread(self.store.job_nodes, job_id, state=state)
+            nodes += [n.certname for n in found]
+        if not nodes:
             raise ValidationError(
-                f"the request for task {task.name} would be {size} bytes, over the "
-                f"{self.max_message_bytes}-byte message limit; pass large data as a file "
-                "the task reads, not as a parameter",
-                details={"size": size, "limit": self.max_message_bytes},
+                f"job {job_id} has no failed, errored or skipped node to run again",
+                kind="puppetlabs.orchestrator/empty-target",
             )
-
-    def _track(self, job_id: int, certname: str, txid: str, params: dict[str, Any]) -> _Pending:
-        request = msg.NonBlockingRequest(
-            transaction_id=txid, module="task", action="run", params=params
+        options = job.options
+        return await self.run_task(
+            task=options["task"],
+            params=self._input(options),
+            nodes=sorted(nodes),
+            environment=job.environment,
+            description=job.description,
+            owner=owner,
+            noop=bool(options.get("noop")),
+            scope={"nodes": sorted(nodes)} if only_failed else options.get("scope"),
+            pace={k: options[k] for k in PACE_OPTIONS if k in options},
         )
-        pending = _Pending(job_id, certname, request)
-        self._pending[txid] = pending
-        self._by_node[certname].add(txid)
-        return pending
-
-    def _send_request(self, pending: _Pending) -> None:
-        env = self.link.make(pending.request, pcp.make_uri(pending.certname, "agent"))
-        self._sent.pop(pending.sent_id or "", None)
-        pending.sent_id = env.id
-        self._sent[env.id] = pending.transaction_id
-        if not self.link.send(env):
-            self._start_grace(pending)
 
     async def round_trip(
         self, certnames: Sequence[str], *, wait: float = 5.0
@@ -377,7 +286,26 @@ class JobService:
                 out[certname] = at - started if error is None else f"the agent refused: {error}"
         return {c: out[c] for c in certnames}
 
-    # -- results ----------------------------------------------------------------------
+    def _task_run(
+        self, task: Any, params: dict[str, Any], *, noop: bool, timeout: float | None
+    ) -> TaskRun:
+        return TaskRun(
+            task,
+            params,
+            features=self._features.get,
+            noop=noop,
+            timeout=timeout or self.limits.default_node_timeout,
+        )
+
+    def _input(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        sealed = options.get(SEALED_INPUT)
+        if sealed is None:
+            params: dict[str, Any] = options.get("params", {})
+            return params
+        opened: dict[str, Any] = self.sealer.open(sealed, purpose=INPUT_PURPOSE)
+        return opened
+
+    # -- what the link brings ---------------------------------------------------------
 
     def _on_message(self, env: pcp.Envelope) -> None:
         try:
@@ -393,151 +321,66 @@ class JobService:
                 probe[1].set_result((error, asyncio.get_running_loop().time()))
             return
         if isinstance(message, msg.FactsUpdate):
-            self._batch.facts[sender] = (storable(message.facts), _now(), message.features)
+            when = datetime.fromtimestamp(self.clock(), UTC)
+            self._facts[sender] = (storable(message.facts), when, message.features)
             self._features[sender] = message.features
             self._flush_soon()
-        elif isinstance(message, msg.Error):
-            self._on_broker_error(message)
-        elif isinstance(message, msg.ProvisionalResponse | msg.NonBlockingResponse | msg.RpcError):
-            txid = message.transaction_id
-            pending = self._pending.get(txid)
-            if pending is not None and pending.certname != sender:
-                log.warning(
-                    "%s answered for %s's transaction %s; ignored", sender, pending.certname, txid
-                )
-                return
-            if isinstance(message, msg.ProvisionalResponse):
-                if pending is not None and states.can_move(pending.state, "running"):
-                    pending.state = "running"
-                    self._record(pending, "running", None, None)
-            elif isinstance(message, msg.NonBlockingResponse):
-                if pending is not None:
-                    results = storable(message.results)
-                    self._settle(pending, states.state_for_results(results), results, None)
-                else:
-                    self._late_result(sender, txid, storable(message.results))
-                # Acknowledge even a duplicate, once what we hold is stored.
-                self._batch.acks.append((env.sender, txid))
-                self._flush_soon()
-            elif pending is not None:
-                self._settle(pending, "errored", {}, message.description.replace("\x00", "\ufffd"))
-
-    def _on_broker_error(self, error: msg.Error) -> None:
-        txid = self._sent.get(error.id or "")
-        pending = self._pending.get(txid or "")
-        if pending is not None:
-            log.info("request for %s bounced: %s", pending.certname, error.description)
-            self._start_grace(pending)
+            return
+        if isinstance(message, msg.Error):
+            self.core.bounced(message.id or "", self.clock())
+        elif isinstance(message, msg.NonBlockingResponse):
+            clean = msg.NonBlockingResponse(message.transaction_id, storable(message.results))
+            self.core.receive(sender, clean, self.clock())
+        elif isinstance(message, msg.RpcError):
+            text = message.description.replace("\x00", "\ufffd")
+            self.core.receive(sender, msg.RpcError(message.transaction_id, text), self.clock())
+        elif isinstance(message, msg.ProvisionalResponse | msg.TaskOutput):
+            self.core.receive(sender, message, self.clock())
+        else:
+            return
+        self._drive()
 
     def _on_change(self, certname: str, up: bool) -> None:
-        for txid in list(self._by_node.get(certname, ())):
-            pending = self._pending[txid]
-            if up:
-                if pending.grace is not None:
-                    pending.grace.cancel()
-                    pending.grace = None
-                self._send_request(pending)
-            else:
-                self._start_grace(pending)
-
-    def _start_grace(self, pending: _Pending) -> None:
-        if pending.grace is not None:
-            return
-        loop = asyncio.get_running_loop()
-        pending.grace = loop.call_later(self.reconnect_grace, self._give_up, pending)
-
-    def _give_up(self, pending: _Pending) -> None:
-        pending.grace = None
-        if self._pending.get(pending.transaction_id) is pending:
-            self._settle(
-                pending,
-                "failed",
-                {},
-                f"node {pending.certname} disconnected from the broker and did not come back "
-                f"within {self.reconnect_grace:.0f} s",
-            )
-            self._given_up[pending.transaction_id] = pending
-            while len(self._given_up) > _GIVEN_UP_KEPT:
-                self._given_up.pop(next(iter(self._given_up)))
-            self._flush_soon()
-
-    def _late_result(self, sender: str, txid: str, results: dict[str, Any]) -> None:
-        """The result of a node given up on after the grace period: it ran after all,
-        so its row (and its job's state) shows what really happened."""
-        pending = self._given_up.get(txid)
-        if pending is None or pending.certname != sender:
-            return
-        del self._given_up[txid]
-        state = states.state_for_results(results)
-        self._record(pending, state, results, "the result arrived after the node was given up on")
-        job = self._jobs.get(pending.job_id)
-        if job is not None:  # still running: count the node as it ended
-            job.node_states.remove("failed")
-            job.node_states.append(state)
+        if up:
+            self.core.connected(certname, self.clock())
         else:
-            self._batch.rejudge.add(pending.job_id)
+            self.core.disconnected(certname, self.clock())
+        self._drive()
 
-    def _record(
-        self, pending: _Pending, state: str, results: dict[str, Any] | None, message: str | None
-    ) -> None:
-        now = _now()
-        self._batch.updates.append(
-            NodeUpdate(pending.transaction_id, state, now, result=results, message=message)
-        )
-        detail: dict[str, Any] = {
-            "node": pending.certname,
-            "transaction_id": pending.transaction_id,
-        }
-        if message:
-            detail["message"] = message
-        if results is not None and state in states.TERMINAL_NODE_STATES:
-            detail["result"] = results  # as PE's events do: a watcher needs nothing else
-        self._batch.events.append(
-            NewEvent(
-                pending.job_id,
-                states.NODE_EVENTS[state],
-                now,
-                certname=pending.certname,
-                message=message or f"{pending.certname}: {state}",
-                details=detail,
-            )
-        )
-        self._flush_soon()
+    def _on_link(self, up: bool) -> None:
+        self.core.link(up, self.clock())
+        self._drive()
 
-    def _settle(
-        self, pending: _Pending, state: str, results: dict[str, Any], message: str | None
-    ) -> None:
-        """A node's final state."""
-        self._pending.pop(pending.transaction_id, None)
-        self._sent.pop(pending.sent_id or "", None)
-        txids = self._by_node.get(pending.certname)
-        if txids is not None:
-            txids.discard(pending.transaction_id)
-            if not txids:
-                del self._by_node[pending.certname]
-        if pending.grace is not None:
-            pending.grace.cancel()
-            pending.grace = None
-        self._record(pending, state, results, message)
-        job = self._jobs.get(pending.job_id)
-        if job is None:
+    def _drive(self) -> None:
+        """Send what the core says, queue what it writes, set its next timer."""
+        sends = self.core.sends()
+        while sends:
+            for out in sends:
+                env = self.link.make(out.message, pcp.make_uri(out.certname, "agent"), id=out.id)
+                if not self.link.send(env):
+                    self.core.bounced(out.id, self.clock())
+            sends = self.core.sends()
+        changes = self.core.changes()
+        if changes:
+            self._changes.extend(changes)
+            self._flush_soon()
+        self._set_timer(self.core.next_timer())
+
+    def _set_timer(self, when: float | None) -> None:
+        if when == self._timer_at:
             return
-        job.remaining -= 1
-        job.node_states.append(state)
-        if job.remaining == 0:
-            del self._jobs[job.id]
-            outcome = states.job_outcome(job.node_states)
-            now = _now()
-            self._batch.job_states.append((job.id, outcome, now))
-            self._batch.events.append(
-                NewEvent(
-                    job.id,
-                    "job_finished",
-                    now,
-                    message=f"job {job.id} {outcome}",
-                    details={"state": outcome},
-                )
-            )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            delay = max(0.0, when - self.clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.core.tick(self.clock())
+        self._drive()
 
     # -- writing ----------------------------------------------------------------------
 
@@ -550,13 +393,23 @@ class JobService:
         await self._flush_now()
 
     async def _flush_now(self) -> None:
-        while self._batch:
-            batch, self._batch = self._batch, _Batch()
+        while self._changes or self._facts:
+            if self._facts:
+                facts, self._facts = self._facts, {}
+                try:
+                    await asyncio.to_thread(self._write_facts, facts)
+                except PodiumError as exc:
+                    log.error("could not store facts (%s); agents send them again", exc.msg)
+            if not self._changes:
+                continue
+            changes, self._changes = self._changes, Changes()
             try:
-                await asyncio.to_thread(self._write, batch)
+                await asyncio.to_thread(
+                    self.store.write_job_changes, changes.nodes, changes.events, changes.jobs
+                )
             except StoreError as exc:  # the database is away: keep everything, try again
                 log.error("could not store job updates (%s); retrying in 1 s", exc.msg)
-                self._requeue(batch)
+                self._changes.prepend(changes)
                 await asyncio.sleep(1.0)
                 continue
             except Exception:
@@ -564,96 +417,103 @@ class JobService:
                 # update. Nothing in it was acknowledged, so agents will send it again.
                 log.exception("dropped a batch of job updates that could not be stored")
                 continue
-            for uri, txid in batch.acks:
-                self.link.send(self.link.make(msg.ResultAck(transaction_id=txid), uri))
-            for job_id, state, _ in batch.job_states:
-                if state in states.TERMINAL_JOB_STATES:
-                    done = self._finished.pop(job_id, None)
-                    if done is not None:
-                        done.set()
+            for certname, txid in changes.acks:
+                ack = msg.ResultAck(transaction_id=txid)
+                self.link.send(self.link.make(ack, pcp.make_uri(certname, "agent")))
+            for job_id in {e.job_id for e in changes.events}:
+                stored = self._stored.pop(job_id, None)
+                if stored is not None:
+                    stored.set()
+            for job_id in changes.ended_jobs:
+                done = self._finished.pop(job_id, None)
+                if done is not None:
+                    done.set()
 
-    def _requeue(self, batch: _Batch) -> None:
-        self._batch.updates[:0] = batch.updates
-        self._batch.events[:0] = batch.events
-        self._batch.job_states[:0] = batch.job_states
-        self._batch.acks[:0] = batch.acks
-        self._batch.rejudge |= batch.rejudge
-        for certname, value in batch.facts.items():
-            self._batch.facts.setdefault(certname, value)
-
-    def _write(self, batch: _Batch) -> None:
-        if batch.facts:
-            self._record_facts(
-                [(c, f, at) for c, (f, at, _) in batch.facts.items()],
-                {c: features for c, (_, _, features) in batch.facts.items()},
-            )
-        if batch.updates:
-            self.store.apply_node_updates(batch.updates)
-        if batch.events:
-            self.store.add_events(batch.events)
-        for job_id, state, at in batch.job_states:
-            self.store.set_job_state(job_id, state, at)
-        for job_id in batch.rejudge:
-            job = self.store.get_job(job_id)
-            counted = [s for s, n in job.node_states.items() for _ in range(n)]
-            outcome = states.job_outcome(counted)
-            if job.state in states.TERMINAL_JOB_STATES and outcome != job.state:
-                self.store.set_job_state(job_id, outcome, job.finished_at or _now())
+    def _write_facts(
+        self, facts: Mapping[str, tuple[dict[str, Any], datetime, list[str] | None]]
+    ) -> None:
+        self._record_facts(
+            [(c, f, at) for c, (f, at, _) in facts.items()],
+            {c: features for c, (_, _, features) in facts.items()},
+        )
 
     # -- recovery ---------------------------------------------------------------------
-
-    async def _resume_requests(
-        self, environment: str, options: dict[str, Any], nodes: Sequence[Any]
-    ) -> dict[str, dict[str, Any] | str]:
-        task = await asyncio.to_thread(self.codedir.task, environment, options["task"])
-        sealed = options.get(SEALED_INPUT)
-        params = (
-            self.sealer.open(sealed, purpose=INPUT_PURPOSE)
-            if sealed is not None
-            else options.get("params", {})
-        )
-        certnames = [n.certname for n in nodes]
-        features = await asyncio.to_thread(self.store.node_features, certnames)
-        features = {c: features.get(c) for c in certnames}
-        return self._task_requests(
-            task,
-            params,
-            features,
-            noop=bool(options.get("noop")),
-            timeout=options.get("timeout"),
-            check_size=False,
-        )
 
     async def _recover(self) -> None:
         jobs = await asyncio.to_thread(self.store.unfinished_jobs)
         for job in jobs:
             nodes = await asyncio.to_thread(self.store.unfinished_nodes, job.id)
-            active = _ActiveJob(job.id, remaining=len(nodes))
-            self._jobs[job.id] = active
-            self._finished[job.id] = asyncio.Event()
-            done_states = [
-                s
-                for s, n in job.node_states.items()
-                if s in states.TERMINAL_NODE_STATES
-                for _ in range(n)
-            ]
-            active.node_states.extend(done_states)
-            if not nodes:  # every node had settled; only the job's own state was lost
-                del self._jobs[job.id]
-                self._batch.job_states.append((job.id, states.job_outcome(done_states), _now()))
-                continue
+            certnames = [n.certname for n in nodes]
+            stored = await asyncio.to_thread(self.store.node_features, certnames)
+            for certname, features in stored.items():
+                self._features.setdefault(certname, features)
+            failures: dict[str, str] = {}
+            kind: Any
             try:
-                requests = await self._resume_requests(job.environment, job.options, nodes)
+                task = await asyncio.to_thread(
+                    self.codedir.task, job.environment, job.options["task"]
+                )
+                kind = self._task_run(
+                    task,
+                    self._input(job.options),
+                    noop=bool(job.options.get("noop")),
+                    timeout=job.options.get("timeout"),
+                )
             except PodiumError as exc:
-                requests = {n.certname: f"cannot resume after a restart: {exc.msg}" for n in nodes}
-            for node in nodes:
-                request = requests.get(node.certname, "cannot resume after a restart")
-                if isinstance(request, str):
-                    pending = self._track(job.id, node.certname, node.transaction_id, {})
-                    self._settle(pending, "errored", {}, request)
-                    continue
-                pending = self._track(job.id, node.certname, node.transaction_id, request)
-                pending.state = node.state
-                self._start_grace(pending)  # the link's inventory will bring it back
+                kind = None
+                failures = {c: f"cannot resume after a restart: {exc.msg}" for c in certnames}
+            self._finished[job.id] = asyncio.Event()
+            self.core.resume_job(
+                job.id,
+                kind,
+                [
+                    ResumedNode(
+                        n.certname,
+                        n.transaction_id,
+                        n.state,
+                        n.started_at.timestamp() if n.started_at else None,
+                    )
+                    for n in nodes
+                ],
+                self.clock(),
+                state=job.state,
+                created=job.created_at.timestamp(),
+                started=job.started_at.timestamp() if job.started_at else None,
+                ended=job.node_states,
+                pace=pace_of(job.options, job.node_count),
+                owner=job.owner,
+                failures=failures,
+            )
             log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))
-        self._flush_soon()
+        self._drive()
+
+
+def _checked_pace(pace: Mapping[str, Any]) -> dict[str, Any]:
+    """The pace options that are set, checked (for callers other than the API, which
+    checks them first)."""
+    unknown = set(pace) - set(PACE_OPTIONS)
+    if unknown:
+        raise ValidationError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+    out = {k: v for k, v in pace.items() if v is not None and v is not False}
+    for name in ("concurrency", "timeout", "job_timeout", "offline_ttl"):
+        value = out.get(name)
+        if value is not None and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and value >= 1
+        ):
+            raise ValidationError(f"{name} must be a number of at least 1, got {value!r}")
+        if name != "concurrency" and value is not None and value > _MAX_SECONDS:
+            raise ValidationError(f"{name} must be at most {_MAX_SECONDS} seconds (7 days)")
+    batch = out.get("batch")
+    if batch is not None:
+        text = str(batch)
+        percent = text.endswith("%") and text[:-1].isdigit() and 1 <= int(text[:-1]) <= 100
+        whole = isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1
+        if not (percent or whole):
+            raise ValidationError(
+                f"batch must be a number of nodes (at least 1) or a percentage such as "
+                f'"10%" (1% to 100%), got {batch!r}'
+            )
+    sleep = out.get("batch_sleep")
+    if sleep is not None and not (isinstance(sleep, int | float) and 0 <= sleep <= 86400):
+        raise ValidationError(f"batch_sleep must be 0 to 86400 seconds, got {sleep!r}")
+    return out

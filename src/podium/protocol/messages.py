@@ -249,7 +249,7 @@ def decode(envelope: Envelope) -> Message:
         validate_module(data["action"], "action")
     if cls is TaskOutput:
         if data["stream"] not in OUTPUT_STREAMS:
-            raise ProtocolError("task_output: field 'stream' must be \"stdout\" or \"stderr\"")
+            raise ProtocolError('task_output: field \'stream\' must be "stdout" or "stderr"')
         if len(data["data"]) > MAX_OUTPUT_CHUNK:
             raise ProtocolError(
                 f"task_output: field 'data' holds more than {MAX_OUTPUT_CHUNK} characters"
@@ -262,10 +262,15 @@ def to_data(message: Message) -> dict[str, Any]:
 
 
 def encode(
-    message: Message, *, sender: str, target: str, in_reply_to: str | None = None
+    message: Message,
+    *,
+    sender: str,
+    target: str,
+    in_reply_to: str | None = None,
+    id: str | None = None,
 ) -> Envelope:
     return Envelope(
-        id=new_id(),
+        id=id or new_id(),
         message_type=message.message_type,
         sender=sender,
         target=target,

@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from podium.errors import NotFound, ValidationError
 from podium.inventory.targeting import EMPTY_TARGET, Target, parse_scope, resolve
+from podium.jobs.kinds import PACE_OPTIONS
 from podium.jobs.payloads import file_entries
 from podium.jobs.states import NODE_STATES
 from podium.protocol.names import validate_certname
 from podium.server import views
 from podium.server.auth import require_token
 from podium.server.runtime import Runtime
+from podium.server.streams import events_stream
 from podium.store import NodeRecord
 from podium.tasks.metadata import NAME_PART, Task, task_display_name
 
 PREFIX = "/orchestrator/v1"
+# Who owns and stops jobs until users exist: the holder of the admin token.
+OWNER = "admin"
+NODES_PAGE = 1000  # a job's nodes per page unless asked otherwise
+JobState = Literal["new", "ready", "running", "stopping", "stopped", "finished", "failed"]
 
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_token)])
@@ -36,17 +42,54 @@ Scope = Annotated[
 ]
 
 
-class TaskCommand(_Strict):
+_WEEK = 7 * 24 * 3600
+Seconds = Annotated[StrictInt | None, Field(ge=1, le=_WEEK)]
+
+
+class PaceFields(_Strict):
+    """How fast a job goes and when it gives up: on every job command."""
+
+    concurrency: Annotated[
+        StrictInt | None, Field(ge=1, le=100_000, description="nodes running at once")
+    ] = None
+    batch: Annotated[
+        StrictInt | str | None,
+        Field(description='nodes per batch, a number or a percentage such as "10%"'),
+    ] = None
+    batch_sleep: Annotated[
+        StrictInt | float | None, Field(ge=0, le=86400, description="seconds between batches")
+    ] = None
+    fail_fast: StrictBool = False
+    timeout: Annotated[Seconds, Field(description="seconds a node's run may take")] = None
+    job_timeout: Annotated[Seconds, Field(description="seconds the whole job may take")] = None
+    offline_ttl: Annotated[
+        Seconds, Field(description="seconds offline nodes may take to connect and run")
+    ] = None
+
+    def pace(self) -> dict[str, Any]:
+        return {k: v for k in PACE_OPTIONS if (v := getattr(self, k)) not in (None, False)}
+
+
+class TaskCommand(PaceFields):
     task: str
     params: dict[str, Any]
     scope: Scope
     environment: str = "production"
     noop: StrictBool = False
     description: str = ""
-    timeout: Annotated[
-        StrictInt | None,
-        Field(ge=1, le=7 * 24 * 3600, description="seconds a node's run may take"),
-    ] = None
+
+
+JobRef = Annotated[StrictInt | str, Field(description="the job's id (a number) or its URL")]
+
+
+class StopCommand(_Strict):
+    job: JobRef
+    force: StrictBool = False
+
+
+class RerunCommand(_Strict):
+    job: JobRef
+    only_failed: StrictBool = False
 
 
 class InventoryQuery(_Strict):
@@ -105,11 +148,38 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
         scope=body.scope,
         environment=body.environment,
         description=body.description,
+        owner=OWNER,
         noop=body.noop,
-        run_timeout=body.timeout,
+        pace=body.pace(),
     )
+    return _created(request, job_id)
+
+
+def _created(request: Request, job_id: int) -> JSONResponse:
     job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
     return JSONResponse({"job": job}, status_code=202)
+
+
+@router.post("/command/stop", status_code=202)
+async def command_stop(body: StopCommand, request: Request) -> JSONResponse:
+    """Nothing new starts, nodes not started end skipped; ``force`` kills running ones."""
+    runtime = _runtime(request)
+    job = await runtime.jobs.stop_job(_job_ref(body.job), by=OWNER, force=body.force)
+    view = {
+        "id": f"{_base(request)}/jobs/{job.id}",
+        "name": str(job.id),
+        "state": job.state,
+        "nodes": job.node_states,
+    }
+    return JSONResponse({"job": view}, status_code=202)
+
+
+@router.post("/command/rerun", status_code=202)
+async def command_rerun(body: RerunCommand, request: Request) -> JSONResponse:
+    """A new job with the command and options of another (a Podium addition)."""
+    runtime = _runtime(request)
+    job_id = await runtime.jobs.rerun(_job_ref(body.job), owner=OWNER, only_failed=body.only_failed)
+    return _created(request, job_id)
 
 
 @router.post("/targets")
@@ -133,11 +203,20 @@ async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
 
 
 def _job_id(raw: str) -> int:
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 18:
         raise NotFound(
             f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job"
         )
     return int(raw)
+
+
+def _job_ref(ref: int | str) -> int:
+    """A job named by its id or by its URL (as commands answer with it)."""
+    if isinstance(ref, int):
+        if ref < 1:
+            raise NotFound(f"no job {ref}", kind="puppetlabs.orchestrator/unknown-job")
+        return ref
+    return _job_id(ref.rstrip("/").rsplit("/", 1)[-1])
 
 
 @router.get("/jobs")
@@ -148,10 +227,19 @@ async def list_jobs(
     order_by: Literal["owner", "timestamp", "environment", "name", "state"] = "timestamp",
     order: Literal["asc", "desc"] = "desc",
     type: Literal["task", "deploy", "plan"] | None = None,
+    state: JobState | None = None,
+    owner: Annotated[str | None, Query(max_length=255)] = None,
 ) -> dict[str, Any]:
     store = _runtime(request).store
     items, total = await asyncio.to_thread(
-        store.list_jobs, limit=limit, offset=offset, order_by=order_by, order=order, type=type
+        store.list_jobs,
+        limit=limit,
+        offset=offset,
+        order_by=order_by,
+        order=order,
+        type=type,
+        state=state,
+        owner=owner,
     )
     base = _base(request)
     return {
@@ -177,7 +265,7 @@ async def job_nodes(
     job_id: str,
     request: Request,
     state: str | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = NODES_PAGE,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     if state is not None and state not in NODE_STATES:
@@ -194,16 +282,49 @@ async def job_nodes(
     }
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get("/jobs/{job_id}/report")
+async def job_report(job_id: str, request: Request) -> dict[str, Any]:
+    """Each node's state, when it last changed, and the ids of its events."""
+    store = _runtime(request).store
+    jid = _job_id(job_id)
+    nodes, events = await asyncio.to_thread(store.job_report, jid)
+    return {
+        "items": [
+            {
+                "node": n.certname,
+                "state": n.state,
+                "timestamp": views.timestamp(n.finished_at or n.started_at),
+                "events": [str(i) for i in events.get(n.certname, ())],
+            }
+            for n in nodes
+        ]
+    }
+
+
+@router.get("/jobs/{job_id}/events", response_model=None)
 async def job_events(
     job_id: str,
     request: Request,
     start: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> dict[str, Any]:
-    store = _runtime(request).store
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any] | StreamingResponse:
+    """The job's events from ``start`` on; as Server-Sent Events when asked for
+    ``text/event-stream`` (resuming after ``Last-Event-ID``), until the job ends."""
+    runtime = _runtime(request)
+    store = runtime.store
     jid = _job_id(job_id)
     job = await asyncio.to_thread(store.get_job, jid)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        after = last_event_id.strip() if last_event_id else ""
+        if after and not after.isdigit():
+            raise ValidationError("Last-Event-ID must be an event id (a number)")
+        first = int(after) + 1 if after else start
+        return StreamingResponse(
+            events_stream(runtime, request, jid, first),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
     events = await asyncio.to_thread(store.job_events, jid, start=start, limit=limit)
     nxt = events[-1].id + 1 if events else start
     return {

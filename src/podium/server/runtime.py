@@ -18,6 +18,7 @@ from podium.files import write_atomic
 from podium.inventory.query import run_query
 from podium.inventory.service import InventoryService
 from podium.inventory.store import InventoryStore
+from podium.jobs.core import Limits
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
@@ -137,7 +138,11 @@ class Runtime:
             self.codedir,
             sealer=self.sealer,
             record_facts=InventoryStore.of(self.store).record_facts_many,
-            reconnect_grace=settings.reconnect_grace,
+            limits=Limits(
+                max_running=settings.task_concurrency,
+                reconnect_grace=settings.reconnect_grace,
+                default_node_timeout=settings.task_timeout,
+            ),
         )
         self.inventory = InventoryService(self.store, GroupStore(self.store), self._run_query)
         self._crl = CrlWatcher(self.ca.crl_path)

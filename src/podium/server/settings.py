@@ -33,10 +33,15 @@ class ServerSettings:
     autosign: tuple[str, ...] = ()
     autosign_tokens: tuple[str, ...] = ()
     # Timeouts
+    # A node whose agent drops during a run is given up on (errored) after this.
     reconnect_grace: float = 300.0
+    # A task run's timeout on a node when the job sets none (PE's default too).
+    task_timeout: float = 2400.0
     job_retention_days: float = 30.0  # finished jobs older than this are deleted; 0 keeps all
     # Limits
     max_connections: int = 20_000
+    # Nodes running at once across all jobs; later work waits in order ("ready").
+    task_concurrency: int = 250
 
     @property
     def cadir(self) -> Path:
@@ -82,6 +87,9 @@ class ServerSettings:
             ("broker_host", str),
             ("broker_port", int),
             ("job_retention_days", float),
+            ("reconnect_grace", float),
+            ("task_timeout", float),
+            ("task_concurrency", int),
         ):
             raw = env(name.upper())
             if raw:

@@ -55,6 +55,10 @@ def job_node(record: JobNodeRecord) -> dict[str, Any]:
         "timestamp": timestamp(record.finished_at or record.started_at),
         "result": record.result,
         "details": {"message": record.message} if record.message else {},
+        # The agent dropped during the run: the node is given up on then unless it is back.
+        "disconnected": (
+            {"give_up_at": timestamp(record.give_up_at)} if record.give_up_at else None
+        ),
     }
 
 

@@ -40,6 +40,7 @@ APPLY_NODE_UPDATE = (
         ),
         result=func.coalesce(bindparam("p_result", type_=JSONDocument), job_nodes.c.result),
         message=func.coalesce(bindparam("p_message", type_=Text()), job_nodes.c.message),
+        give_up_at=bindparam("p_give_up", type_=UTCDateTime()),
     )
 )
 
@@ -114,6 +115,7 @@ def job_node_record(row: Row[Any]) -> JobNodeRecord:
         finished_at=row.finished_at,
         result=row.result,
         message=row.message,
+        give_up_at=row.give_up_at,
     )
 
 

@@ -40,6 +40,7 @@ class JobNodeRecord:
     finished_at: datetime | None
     result: dict[str, Any] | None
     message: str | None
+    give_up_at: datetime | None = None  # disconnected: given up then unless it reconnects
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,30 @@ class NodeRecord:
 
 @dataclass(frozen=True)
 class NodeUpdate:
-    """One node's state change, found by its transaction id.
+    """One node's change, found by its transaction id; the job core decides every value.
 
-    ``running`` sets ``started_at`` unless already set; a terminal state sets
-    ``finished_at`` (and ``started_at`` unless already set). ``result`` and ``message``
-    replace the stored ones when given and leave them alone when ``None``.
+    ``started_at`` is kept once set; ``finished_at``, ``result`` and ``message`` replace
+    the stored ones when given and leave them alone when ``None``; ``give_up_at`` is
+    always written (``None`` clears it).
     """
 
     transaction_id: str
     state: str
-    at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     result: dict[str, Any] | None = None
     message: str | None = None
+    give_up_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A job's new state; ``started_at`` is kept once set, ``finished_at`` replaces."""
+
+    job_id: int
+    state: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from podium.store.records import (
     EventRecord,
     JobNodeRecord,
     JobRecord,
+    JobUpdate,
     NewEvent,
     NodeRecord,
     NodeUpdate,
@@ -267,8 +268,11 @@ class Store:
         order_by: str = "timestamp",
         order: str = "desc",
         type: str | None = None,
+        state: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """A page of jobs and how many jobs there are in all (of ``type``, if given)."""
+        """A page of jobs and how many match in all (of ``type``, in ``state``, of
+        ``owner``, each if given)."""
         column = JOB_ORDERINGS.get(order_by)
         if column is None:
             raise _query_error(
@@ -281,44 +285,64 @@ class Store:
         direction = asc if order == "asc" else desc
         page = select(jobs).order_by(direction(column), direction(jobs.c.id))
         count = select(func.count()).select_from(jobs)
-        if type is not None:
-            page = page.where(jobs.c.type == type)
-            count = count.where(jobs.c.type == type)
+        for column, wanted in ((jobs.c.type, type), (jobs.c.state, state), (jobs.c.owner, owner)):
+            if wanted is not None:
+                page = page.where(column == wanted)
+                count = count.where(column == wanted)
         with self._read() as connection:
             rows = connection.execute(page.limit(limit).offset(offset)).all()
             total = connection.execute(count).scalar_one()
             states = queries.node_states(connection, [row.id for row in rows])
         return [queries.job_record(row, states) for row in rows], total
 
-    def set_job_state(self, job_id: int, state: str, at: datetime) -> None:
-        """Move a job to ``state``; "running" sets ``started_at`` once, an end ``finished_at``."""
-        _aware(at)
-        values: dict[str, Any] = {"state": state}
-        if state == "running":
-            values["started_at"] = func.coalesce(
-                jobs.c.started_at, bindparam("at", at, UTCDateTime())
-            )
-        elif state in TERMINAL_JOB_STATES:
-            values["finished_at"] = at
-        with self._write() as connection:
-            changed = connection.execute(update(jobs).where(jobs.c.id == job_id).values(values))
-            if changed.rowcount == 0:
-                raise unknown_job(job_id)
+    def write_job_changes(
+        self,
+        nodes: Sequence[NodeUpdate] = (),
+        events: Sequence[NewEvent] = (),
+        jobs: Sequence[JobUpdate] = (),
+    ) -> None:
+        """Apply node changes, append events and move jobs, all in one transaction: they
+        are stored together or not at all, so writing them again never doubles any."""
+        if not (nodes or events or jobs):
+            return
+        node_rows = self._node_rows(nodes)
+        event_rows = self._event_rows(events)
+        try:
+            with self._write() as connection:
+                if node_rows:
+                    connection.exec_driver_sql(self._apply_sql, node_rows)
+                if event_rows:
+                    connection.exec_driver_sql(self._event_sql, event_rows)
+                for job in jobs:
+                    _move_job(connection, job)
+        except StoreError as error:
+            if events and isinstance(error.__cause__, sa_exc.IntegrityError):
+                self._raise_unknown_job(events, error)
+            raise
 
     def apply_node_updates(self, updates: Sequence[NodeUpdate]) -> None:
-        """Apply node state changes in order, in one transaction and one statement.
+        """Apply node changes in order, in one transaction and one statement; an update
+        whose transaction id no job knows is ignored."""
+        self.write_job_changes(nodes=updates)
 
-        An update whose transaction id no job knows is ignored.
-        """
-        if not updates:
-            return
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Append events to their jobs' logs, in order."""
+        self.write_job_changes(events=events)
+
+    def set_job_state(self, update: JobUpdate) -> None:
+        """Move one job (see :class:`JobUpdate`)."""
+        self.write_job_changes(jobs=[update])
+
+    def _node_rows(self, updates: Sequence[NodeUpdate]) -> list[Any]:
         # This is the hot path of a large job, so values are converted here, once per
         # distinct timestamp, and handed to the driver's executemany directly: going
         # through SQLAlchemy's per-row parameter processing would triple the time.
         sqlite = self.dialect == "sqlite"
         stamps: dict[datetime, datetime | str] = {}
 
-        def stamp(at: datetime) -> datetime | str:
+        def stamp(at: datetime | None) -> datetime | str | None:
+            if at is None:
+                return None
             value = stamps.get(at)
             if value is None:
                 value = stamps[at] = _driver_timestamp(at, sqlite=sqlite)
@@ -329,18 +353,44 @@ class Store:
         # Sorted by transaction id (stably, so one node's updates keep their order):
         # concurrent batches then lock rows in the same order and cannot deadlock.
         for u in sorted(updates, key=lambda u: u.transaction_id):
-            terminal = u.state in TERMINAL_NODE_STATES
             row = {
                 "p_transaction_id": u.transaction_id,
                 "p_state": u.state,
-                "p_started": stamp(u.at) if terminal or u.state == "running" else None,
-                "p_finished": stamp(u.at) if terminal else None,
+                "p_started": stamp(u.started_at),
+                "p_finished": stamp(u.finished_at),
                 "p_result": None if u.result is None else json_dumps(u.result),
                 "p_message": u.message,
+                "p_give_up": stamp(u.give_up_at),
             }
             rows.append(row if names is None else tuple(row[n] for n in names))
-        with self._write() as connection:
-            connection.exec_driver_sql(self._apply_sql, rows)
+        return rows
+
+    def _event_rows(self, events: Sequence[NewEvent]) -> list[Any]:
+        # The hot path of a large job too: values converted here, as above.
+        sqlite = self.dialect == "sqlite"
+        names = self._event_names
+        rows: list[Any] = []
+        for e in events:
+            row = {
+                "p_job_id": e.job_id,
+                "p_type": e.type,
+                "p_certname": e.certname,
+                "p_timestamp": _driver_timestamp(_aware(e.timestamp, "timestamp"), sqlite=sqlite),
+                "p_message": e.message,
+                "p_details": json_dumps(e.details),
+            }
+            rows.append(row if names is None else tuple(row[n] for n in names))
+        return rows
+
+    def _raise_unknown_job(self, events: Sequence[NewEvent], error: StoreError) -> None:
+        wanted = {e.job_id for e in events}
+        with self._read() as connection:
+            found = set(
+                connection.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted))).scalars()
+            )
+        missing = sorted(wanted - found)
+        if missing:
+            raise unknown_job(missing[0]) from error.__cause__
 
     def job_nodes(
         self, job_id: int, *, state: str | None = None, limit: int | None = None, offset: int = 0
@@ -359,47 +409,30 @@ class Store:
             total = connection.execute(count).scalar_one()
         return [queries.job_node_record(row) for row in rows], total
 
+    def job_report(self, job_id: int) -> tuple[list[JobNodeRecord], dict[str, list[int]]]:
+        """A job's nodes by certname, and the ids of each node's events."""
+        nodes_query = (
+            select(job_nodes).where(job_nodes.c.job_id == job_id).order_by(job_nodes.c.certname)
+        )
+        events_query = (
+            select(job_events.c.certname, job_events.c.id)
+            .where(job_events.c.job_id == job_id, job_events.c.certname.is_not(None))
+            .order_by(job_events.c.id)
+        )
+        events: dict[str, list[int]] = {}
+        with self._read() as connection:
+            self._require_job(connection, job_id)
+            rows = connection.execute(nodes_query).all()
+            for certname, event_id in connection.execute(events_query):
+                events.setdefault(certname, []).append(event_id)
+        return [queries.job_node_record(row) for row in rows], events
+
     def node_by_transaction(self, transaction_id: str) -> JobNodeRecord | None:
         """The job node that ``transaction_id`` was given to, if any."""
         query = select(job_nodes).where(job_nodes.c.transaction_id == transaction_id)
         with self._read() as connection:
             row = connection.execute(query).first()
         return None if row is None else queries.job_node_record(row)
-
-    def add_events(self, events: Sequence[NewEvent]) -> None:
-        """Append events to their jobs' logs, in order."""
-        if not events:
-            return
-        # The hot path of a large job, like apply_node_updates: values converted here
-        # and handed to the driver's executemany directly.
-        sqlite = self.dialect == "sqlite"
-        names = self._event_names
-        rows: list[Any] = []
-        for e in events:
-            row = {
-                "p_job_id": e.job_id,
-                "p_type": e.type,
-                "p_certname": e.certname,
-                "p_timestamp": _driver_timestamp(_aware(e.timestamp, "timestamp"), sqlite=sqlite),
-                "p_message": e.message,
-                "p_details": json_dumps(e.details),
-            }
-            rows.append(row if names is None else tuple(row[n] for n in names))
-        try:
-            with self._write() as connection:
-                connection.exec_driver_sql(self._event_sql, rows)
-        except StoreError as error:
-            if not isinstance(error.__cause__, sa_exc.IntegrityError):
-                raise
-            wanted = {e.job_id for e in events}
-            with self._read() as connection:
-                found = set(
-                    connection.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted))).scalars()
-                )
-            missing = sorted(wanted - found)
-            if not missing:
-                raise
-            raise unknown_job(missing[0]) from error.__cause__
 
     def job_events(self, job_id: int, *, start: int = 0, limit: int = 1000) -> list[EventRecord]:
         """A job's events from id ``start`` on, oldest first."""
@@ -511,3 +544,16 @@ def _driver_timestamp(at: datetime, *, sqlite: bool) -> datetime | str:
     """``at`` as the driver takes it; for SQLite, the text UTCDateTime would store."""
     utc = _aware(at).astimezone(UTC)
     return utc.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else utc
+
+
+def _move_job(connection: Connection, job: JobUpdate) -> None:
+    values: dict[str, Any] = {"state": job.state}
+    if job.started_at is not None:
+        values["started_at"] = func.coalesce(
+            jobs.c.started_at, bindparam("at", _aware(job.started_at), UTCDateTime())
+        )
+    if job.finished_at is not None:
+        values["finished_at"] = _aware(job.finished_at)
+    changed = connection.execute(update(jobs).where(jobs.c.id == job.job_id).values(values))
+    if changed.rowcount == 0:
+        raise unknown_job(job.job_id)

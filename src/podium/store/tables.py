@@ -208,6 +208,8 @@ jobs = Table(
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
     Index(None, "created_at"),
+    Index(None, "state"),
+    Index(None, "owner"),
     # Ids are never reused, even after old jobs are deleted: they appear in URLs.
     sqlite_autoincrement=True,
 )
@@ -223,6 +225,8 @@ job_nodes = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     Column("result", JSONDocument, nullable=True),
     Column("message", Text, nullable=True),
+    # While its agent is disconnected: when the node is given up on unless it reconnects.
+    Column("give_up_at", UTCDateTime(), nullable=True),
     PrimaryKeyConstraint("job_id", "certname"),
     UniqueConstraint("transaction_id"),
     Index(None, "job_id", "state"),
