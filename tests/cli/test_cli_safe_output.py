@@ -33,6 +33,14 @@ class FakeApi:
             raise answer
         return answer.pop(0) if isinstance(answer, list) else answer
 
+    def stream_events(self, job_id, last_event_id=None):
+        """The events of the pages of ``/jobs/ID/events``, as the stream gives them."""
+        while True:
+            page = self.call("GET", f"/jobs/{job_id}/events")
+            yield from page["items"]
+            if page["job_state"] in cli_job.TERMINAL and not page["items"]:
+                return
+
 
 @pytest.fixture
 def api(monkeypatch):

@@ -1,4 +1,9 @@
-"""The CLI's HTTPS client for the server's API, and shared output helpers."""
+"""The CLI's HTTPS client for the server's API, and shared output helpers.
+
+:meth:`ApiClient.stream_events` follows a job's events as Server-Sent Events (parsed by
+the pure :class:`SseParser`), reconnecting with ``Last-Event-ID`` when the connection
+drops, and reads the JSON pages of ``/jobs/:id/events`` from a server without SSE.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ import re
 import socket
 import ssl
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from podium.config import default_cadir, default_datadir, env
 from podium.errors import NotFound, PodiumError, Unauthenticated
 
+if TYPE_CHECKING:
+    import httpx
+
 DEFAULT_SERVER_URL = "https://127.0.0.1:8143"
+TERMINAL_JOB_STATES = frozenset({"stopped", "finished", "failed"})
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +60,9 @@ class ApiClient:
         *,
         api: str = "/orchestrator/v1",
         timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
         import httpx
 
         self.server_url = (server_url or env("SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
@@ -76,6 +89,7 @@ class ApiClient:
                 verify=context,
                 timeout=timeout,
                 headers={"X-Authentication": token} if token else None,
+                transport=transport,
             )
         except httpx.InvalidURL as exc:
             raise PodiumError(
@@ -111,16 +125,126 @@ class ApiClient:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code == 401:
-            raise self._unauthenticated(body)
         if response.status_code >= 400:
-            if isinstance(body, dict) and "msg" in body:
-                cls = NotFound if response.status_code == 404 else PodiumError
-                raise cls(body["msg"], kind=body.get("kind"), details=body.get("details"))
-            raise PodiumError(
-                f"the server answered HTTP {response.status_code}: {response.text[:200]}"
-            )
+            raise self._error(response.status_code, body, response.text)
         return body
+
+    def _error(self, status: int, body: Any, text: str) -> PodiumError:
+        """The exception for an HTTP error answer: the API's ``{kind, msg, details}``."""
+        if status == 401:
+            return self._unauthenticated(body)
+        if isinstance(body, dict) and "msg" in body:
+            cls = NotFound if status == 404 else PodiumError
+            return cls(body["msg"], kind=body.get("kind"), details=body.get("details"))
+        return PodiumError(f"the server answered HTTP {status}: {text[:200]}")
+
+    # Following a job
+    def stream_events(
+        self,
+        job_id: str,
+        last_event_id: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        read_timeout: float = 90.0,
+        poll: float = 0.25,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> Iterator[dict[str, Any]]:
+        """The job's events from the one after ``last_event_id`` (from the first without
+        it) up to its ``job_finished``, which ends the iteration.
+
+        A dropped connection is taken up again after the last event yielded (the
+        ``Last-Event-ID`` header), waiting ``backoff`` seconds, then twice that, and so
+        on; after ``retries`` attempts in a row that brought nothing, a
+        :class:`PodiumError` says the server stays away. ``read_timeout`` bounds the
+        silence between two lines (the server sends keepalives). A server that answers
+        with the JSON pages instead of a stream is polled every ``poll`` seconds.
+        """
+        httpx, path = self._httpx, f"/jobs/{job_id}/events"
+        last, failures = last_event_id, 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = last
+            cause: Exception | None = None
+            try:
+                with self._http.stream(
+                    "GET",
+                    path,
+                    headers=headers,
+                    params={"start": _next_start(last)},
+                    timeout=httpx.Timeout(self._timeout, read=read_timeout),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        error = self._error(
+                            response.status_code, _json_or_none(response), response.text
+                        )
+                        if response.status_code < 500:
+                            raise error
+                        cause = error
+                    elif "text/event-stream" not in response.headers.get("content-type", ""):
+                        response.read()
+                        yield from self._poll_events(path, response.json(), poll, sleep)
+                        return
+                    else:
+                        parser, brought = SseParser(), 0
+                        for line in response.iter_lines():
+                            if line.startswith(":"):
+                                failures = 0  # a keepalive: the server is there
+                            sse = parser.line(line)
+                            if sse is None:
+                                continue
+                            event = _event_of(sse)
+                            last = str(event["id"]) if event.get("id") is not None else sse.id
+                            failures, brought = 0, brought + 1
+                            yield event
+                            if event.get("type") == "job_finished":
+                                return
+                        if not brought and self._job_ended(job_id):
+                            return  # nothing left after `last`: the job had ended before
+            except httpx.HTTPError as exc:
+                cause = exc
+            failures += 1
+            if failures > retries:
+                reason = (
+                    cause.msg
+                    if isinstance(cause, PodiumError)
+                    else self._transport_error(cause).msg
+                    if cause is not None
+                    else "it closed the stream before the job ended, again and again"
+                )
+                raise _connection_error(
+                    f"lost the events of job {job_id}: {reason}. The job goes on without "
+                    f"you watching: see it with `podium job show {job_id}`"
+                ) from cause
+            sleep(backoff * 2 ** (failures - 1))
+
+    def _job_ended(self, job_id: str) -> bool:
+        try:
+            job = self.call("GET", f"/jobs/{job_id}")
+        except NotFound:
+            raise
+        except PodiumError:
+            return False  # the server is away: trying the stream again says so
+        return isinstance(job, dict) and job.get("state") in TERMINAL_JOB_STATES
+
+    def _poll_events(
+        self, path: str, page: Any, poll: float, sleep: Callable[[float], object]
+    ) -> Iterator[dict[str, Any]]:
+        """Events from the JSON pages of ``/jobs/:id/events?start=``, ``page`` the first."""
+        while True:
+            items = page.get("items") or []
+            for event in items:
+                yield event
+                if event.get("type") == "job_finished":
+                    return
+            if not items and page.get("job_state") in TERMINAL_JOB_STATES:
+                return  # ended before this server wrote job_finished events
+            if not items:
+                sleep(poll)
+            start = page["next-events"]["event"]
+            page = self.call("GET", path, params={"start": start})
 
     def _transport_error(self, exc: Exception) -> PodiumError:
         """The sentence for a request that got no HTTP answer, from the cause at the
@@ -200,6 +324,75 @@ class ApiClient:
             "or --token; the server's admin token is the file <datadir>/admin-token",
             details=body.get("details") if isinstance(body, dict) else None,
         )
+
+
+class SseEvent(NamedTuple):
+    """One event of a Server-Sent Events stream: its ``id:``, ``event:`` and ``data:``."""
+
+    id: str | None
+    event: str
+    data: str
+
+
+class SseParser:
+    """The ``text/event-stream`` format, a line at a time (lines without their end, as
+    ``httpx``'s ``iter_lines`` gives them): ``field: value`` lines, ``:`` comments
+    (keepalives), and a blank line that ends an event. An event cut off before its
+    blank line is never returned, which is what makes resuming after the last id
+    returned exact."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def line(self, line: str) -> SseEvent | None:
+        """Take one line; the event it completes, if it is the blank line ending one."""
+        if not line:
+            data, event = self._data, self._event or "message"
+            self._data, self._event = [], ""
+            if not data:
+                return None
+            return SseEvent(self.last_id, event, "\n".join(data))
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        elif field == "id" and "\0" not in value:
+            self.last_id = value
+        return None  # "retry" and unknown fields: nothing to do here
+
+
+def _event_of(sse: SseEvent) -> dict[str, Any]:
+    """The event view an SSE event carries, its id and type filled in from the stream's."""
+    try:
+        event = json.loads(sse.data)
+    except ValueError as exc:
+        raise PodiumError(
+            f"the server sent event {sse.id} with data that is not JSON: {sse.data[:100]!r}"
+        ) from exc
+    if not isinstance(event, dict):
+        raise PodiumError(f"the server sent event {sse.id} with data that is not an object")
+    event.setdefault("id", sse.id)
+    event.setdefault("type", sse.event)
+    event.setdefault("details", {})
+    return event
+
+
+def _next_start(last: str | None) -> int:
+    """``?start=`` for the event after ``last`` (for a server without Last-Event-ID)."""
+    return int(last) + 1 if last is not None and last.isdigit() else 0
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH

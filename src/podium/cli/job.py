@@ -1,4 +1,4 @@
-"""``podium job show``, and watching a job live (shared with ``podium task run``)."""
+"""``podium job show|stop|rerun|plan``; watching a job live is :mod:`podium.cli.watch`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import json
 import re
 import sys
-import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from podium.cli.client import (
@@ -17,28 +18,97 @@ from podium.cli.client import (
     print_json,
     table,
 )
+from podium.cli.durations import format_duration, parse_timestamp, until_text
 from podium.cli.target import TARGET_HELP, add_target_args, scope_from_args
+from podium.cli.watch import (
+    ERROR,
+    NO_ANSWER,
+    OK,
+    SOME_FAILED,
+    Client,
+    closing_lines,
+    exit_code,
+    follow,
+    node_lines,
+    node_results,
+    pace_items,
+    result_lines,
+)
+
+__all__ = [
+    "ERROR",
+    "NO_ANSWER",
+    "OK",
+    "SOME_FAILED",
+    "TERMINAL",
+    "add_display_args",
+    "print_node",
+    "print_target",
+    "register",
+    "summarize",
+    "watch",
+]
 
 TERMINAL = {"stopped", "finished", "failed"}
+JOB_STATES = ("new", "ready", "running", "stopping", "stopped", "finished", "failed")
+NODES_PAGE = 1000  # nodes `job show ID` prints; --format json pages through them all
 
-# Choria's exit codes
-OK, ERROR, SOME_FAILED, NO_ANSWER = 0, 1, 2, 3
+_result_lines = result_lines  # the name tests and older callers use
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    job = sub.add_parser("job", help="show jobs", description="Look at jobs, past and running.")
+    job = sub.add_parser(
+        "job", help="show, stop and rerun jobs", description="Look at jobs, past and running."
+    )
     jsub = job.add_subparsers(dest="job_command", metavar="SUBCOMMAND", required=True)
     show = jsub.add_parser(
         "show",
         help="list jobs, or show one job with its nodes",
-        description="With no ID, list recent jobs as a table; with an ID, show that job in full.",
+        description="With no ID, list recent jobs as a table; with an ID, show that job in "
+        f"full: its options, a table of its nodes (the first {NODES_PAGE}; --format json "
+        "gives all) and their results, identical results grouped unless --verbose.",
     )
     show.add_argument("job_id", nargs="?", type=_job_id, metavar="ID", help="the job to show")
     show.add_argument(
         "--limit", type=_limit, default=25, help="how many jobs to list (default 25, at most 1000)"
     )
+    show.add_argument("--state", choices=JOB_STATES, help="list only jobs in this state")
+    show.add_argument("--owner", metavar="LOGIN", help="list only the jobs of this user")
+    show.add_argument(
+        "--verbose", action="store_true", help="print every node's result, none grouped"
+    )
     add_connection_args(show)
     show.set_defaults(func=run_show)
+
+    stop = jsub.add_parser(
+        "stop",
+        help="stop a running job",
+        description="Stop a job: nothing new starts and nodes not started end skipped; "
+        "nodes already running finish, unless --force kills their tasks (they end "
+        "errored). Stopping a job that has ended changes nothing.",
+    )
+    stop.add_argument("job_id", type=_job_id, metavar="ID", help="the job to stop")
+    stop.add_argument("--force", action="store_true", help="kill the tasks running now, too")
+    add_connection_args(stop)
+    stop.set_defaults(func=run_stop)
+
+    rerun = jsub.add_parser(
+        "rerun",
+        help="run a job's command again, and watch it",
+        description="Start a new job with the command and options of job ID, on all its "
+        "nodes or only those that did not succeed, and watch it as `podium task run` does. "
+        "Exit code: 0 all nodes succeeded, 1 error or nothing to run, 2 some nodes failed, "
+        "3 no node answered.",
+    )
+    rerun.add_argument("job_id", type=_job_id, metavar="ID", help="the job to run again")
+    rerun.add_argument(
+        "--only-failed",
+        action="store_true",
+        help="only the nodes that failed, errored or were skipped",
+    )
+    add_display_args(rerun)
+    add_connection_args(rerun)
+    rerun.set_defaults(func=run_rerun)
 
     plan = jsub.add_parser(
         "plan",
@@ -50,6 +120,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_target_args(plan)
     add_connection_args(plan)
     plan.set_defaults(func=run_plan)
+
+
+def add_display_args(p: argparse.ArgumentParser) -> None:
+    """The flags of commands that follow a job live (``task run``, ``job rerun``)."""
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the tasks' output as it comes, each line after its node's name "
+        "(web01 | line; web01 ! line for stderr)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="a line for every node as it starts and ends; without it, a job of more than "
+        "10 nodes prints each distinct result once and a summary by result",
+    )
 
 
 def _job_id(text: str) -> str:
@@ -73,57 +159,221 @@ def _one_line(text: str | None) -> str:
     return clean_line(" ".join((text or "").split()))
 
 
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def target_text(scope: Mapping[str, Any] | None, *, names: int = 3, width: int = 40) -> str:
+    """A job's target in a few words: ``web01, web02 +8 more``, ``query: ...``,
+    ``group: <id>``, with ``class: ...`` for -C."""
+    if not scope:
+        return ""
+    parts = []
+    nodes = scope.get("nodes")
+    if isinstance(nodes, list):
+        shown = ", ".join(str(n) for n in nodes[:names])
+        parts.append(shown + (f" +{len(nodes) - names} more" if len(nodes) > names else ""))
+    query = scope.get("query")
+    if query is not None:
+        text = query if isinstance(query, str) else _compact_json(query)
+        parts.append(f"query: {_shorten(' '.join(text.split()), width)}")
+    if scope.get("node_group") is not None:
+        parts.append(f"group: {scope['node_group']}")
+    if scope.get("classes"):
+        parts.append(f"class: {', '.join(str(c) for c in scope['classes'])}")
+    return clean_line("; ".join(parts))
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def run_show(args: argparse.Namespace) -> int:
     client = ApiClient.from_args(args)
     if args.job_id is None:
-        listing = client.call("GET", "/jobs", params={"limit": args.limit})
-        if args.format == "json":
-            print_json(listing)
-            return OK
-        rows = [
+        return _list_jobs(client, args)
+    return _show_job(client, args.job_id, as_json=args.format == "json", verbose=args.verbose)
+
+
+def _list_jobs(client: ApiClient, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    if args.owner:
+        params["owner"] = args.owner
+    listing = client.call("GET", "/jobs", params=params)
+    if args.format == "json":
+        print_json(listing)
+        return OK
+    rows = []
+    for j in listing["items"]:
+        options = j.get("options") or {}
+        rows.append(
             [
                 j["name"],
                 j["state"],
                 j["type"],
+                str(options.get("task") or ""),
+                target_text(options.get("scope")),
                 j["owner"]["login"],
                 str(j["node_count"]),
                 (j["timestamp"] or "")[:19].replace("T", " "),
                 _one_line(j["description"]),
             ]
-            for j in listing["items"]
-        ]
-        if not rows:
+        )
+    if not rows:
+        if args.state or args.owner:
+            print("No jobs match.")
+        else:
             print(
                 "No jobs yet. Start one with: podium task run podium::echo message=hi --nodes NODE"
             )
-            return OK
-        print(table(rows, ["ID", "STATE", "TYPE", "OWNER", "NODES", "TIMESTAMP", "DESCRIPTION"]))
-        total = listing["pagination"]["total"]
-        if total > len(rows):
-            print(f"({len(rows)} of {total} jobs; --limit N shows more)")
         return OK
-    job = client.call("GET", f"/jobs/{args.job_id}")
-    nodes = client.call("GET", f"/jobs/{args.job_id}/nodes")["items"]
-    if args.format == "json":
+    headers = ["ID", "STATE", "TYPE", "TASK", "TARGET", "OWNER", "NODES", "TIMESTAMP"]
+    print(table(rows, [*headers, "DESCRIPTION"]))
+    total = listing["pagination"]["total"]
+    if total > len(rows):
+        print(f"({len(rows)} of {total} jobs; --limit N shows more)")
+    return OK
+
+
+def _show_job(client: ApiClient, job_id: str, *, as_json: bool, verbose: bool) -> int:
+    job = client.call("GET", f"/jobs/{job_id}")
+    page = client.call("GET", f"/jobs/{job_id}/nodes", params={"limit": NODES_PAGE})
+    nodes = list(page["items"])
+    total = int((page.get("pagination") or {}).get("total") or len(nodes))
+    if as_json:
+        while len(nodes) < total:
+            more = client.call(
+                "GET",
+                f"/jobs/{job_id}/nodes",
+                params={"limit": NODES_PAGE, "offset": len(nodes)},
+            )["items"]
+            if not more:
+                break
+            nodes.extend(more)
         print_json({**job, "nodes": nodes})
         return OK
-    print(f"Job {clean_line(str(job['name']))}: {clean_line(str(job['state']))}")
-    print(f"  Type:        {clean_line(str(job['type']))}")
-    if job["type"] == "task":
-        print(f"  Task:        {clean_line(str(job['options'].get('task')))}")
-    print(f"  Environment: {clean_line(str(job['environment']['name']))}")
-    print(f"  Owner:       {clean_line(str(job['owner']['login']))}")
-    if job["description"]:
-        print(f"  Description: {_one_line(job['description'])}")
-    print(f"  Created:     {clean_line(str(job['created_timestamp']))}")
-    if job["duration"] is not None:
-        print(f"  Duration:    {job['duration']:.3f} s")
-    counts = clean_line(", ".join(f"{n} {s}" for s, n in sorted(job["node_states"].items())))
-    print(f"  Nodes:       {job['node_count']} ({counts})")
-    print()
-    for node in nodes:
-        print_node(node, sys.stdout)
+    out = sys.stdout
+    for line in job_lines(job):
+        out.write(line + "\n")
+    out.write("\n")
+    if nodes:
+        out.write(node_table(nodes) + "\n")
+        if total > len(nodes):
+            out.write(
+                f"({len(nodes)} of {total} nodes shown; all of them: "
+                f"podium job show {job_id} --format json)\n"
+            )
+        out.write("\n")
+    for result in node_results(job, nodes, verbose=verbose):
+        out.write(result.text + "\n")
     return OK
+
+
+def job_lines(job: Mapping[str, Any]) -> list[str]:
+    """The fields of ``job show ID``: state, owner, target, options, times, counts."""
+    options = job.get("options") or {}
+    lines = [
+        f"Job {clean_line(str(job['name']))}: {clean_line(str(job['state']))}",
+        f"  Type:        {clean_line(str(job['type']))}",
+    ]
+    if job["type"] == "task":
+        lines.append(f"  Task:        {clean_line(str(options.get('task')))}")
+    if options.get("params"):
+        lines.append(f"  Parameters:  {clean_line(_compact_json(options['params']))}")
+    lines.append(f"  Environment: {clean_line(str(job['environment']['name']))}")
+    lines.append(f"  Owner:       {clean_line(str(job['owner']['login']))}")
+    if job.get("description"):
+        lines.append(f"  Description: {_one_line(job['description'])}")
+    target = target_text(options.get("scope"), names=10, width=200)
+    if target:
+        lines.append(f"  Target:      {target}")
+    pace = [] if not options.get("concurrency") else [f"concurrency {options['concurrency']}"]
+    pace.extend(f"{label.lower()}: {text}" for label, text in pace_items(options))
+    if options.get("noop"):
+        pace.append("noop")
+    if pace:
+        lines.append(f"  Options:     {clean_line('; '.join(pace))}")
+    for label, key in (
+        ("Created", "created_timestamp"),
+        ("Started", "started_timestamp"),
+        ("Finished", "finished_timestamp"),
+    ):
+        if job.get(key):
+            lines.append(f"  {label + ':':<12} {clean_line(str(job[key]))}")
+    if job.get("duration") is not None:
+        lines.append(f"  Duration:    {job['duration']:.3f} s")
+    counts = clean_line(", ".join(f"{n} {s}" for s, n in sorted(job["node_states"].items())))
+    lines.append(f"  Nodes:       {job['node_count']} ({counts})")
+    return lines
+
+
+def node_table(nodes: list[Mapping[str, Any]]) -> str:
+    """NODE, STATE, DURATION, MESSAGE; a disconnected node says when it is given up."""
+    rows = []
+    for node in nodes:
+        duration = node.get("duration")
+        message = _one_line(str((node.get("details") or {}).get("message") or ""))
+        away = node.get("disconnected")
+        if isinstance(away, Mapping):
+            when = parse_timestamp(away.get("give_up_at"))
+            note = "disconnected"
+            if when is not None:
+                note += f", given up at {until_text(when, datetime.now(UTC))}"
+            message = f"{note}; {message}" if message else note
+        rows.append(
+            [
+                str(node["name"]),
+                str(node["state"]),
+                format_duration(float(duration)) if duration is not None else "",
+                _shorten(message, 100),
+            ]
+        )
+    return table(rows, ["NODE", "STATE", "DURATION", "MESSAGE"])
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    client = ApiClient.from_args(args)
+    answer = client.call(
+        "POST", "/command/stop", json={"job": args.job_id, "force": bool(args.force)}
+    )
+    if args.format == "json":
+        print_json(answer)
+        return OK
+    job = answer.get("job") or {}
+    state = clean_line(str(job.get("state") or ""))
+    counts = job.get("nodes") or {}
+    tally = clean_line(", ".join(f"{n} {s}" for s, n in counts.items()))
+    tally = f" ({tally})" if tally else ""
+    if state in ("finished", "failed"):
+        print(f"Job {args.job_id} had already ended: {state}{tally}.")
+    elif state == "stopped":
+        print(f"Job {args.job_id} is stopped{tally}.")
+    elif args.force:
+        print(f"Job {args.job_id} is stopping{tally}: its running tasks are being killed.")
+    else:
+        print(
+            f"Job {args.job_id} is stopping{tally}: nothing new starts; running nodes finish "
+            f"(podium job stop {args.job_id} --force kills them)."
+        )
+    return OK
+
+
+def run_rerun(args: argparse.Namespace) -> int:
+    client = ApiClient.from_args(args)
+    body = {"job": args.job_id, "only_failed": bool(args.only_failed)}
+    job = client.call("POST", "/command/rerun", json=body)["job"]
+    as_json = args.format == "json"
+    if not as_json:
+        which = "the nodes that did not succeed" if args.only_failed else "all its nodes"
+        print(f"Running job {args.job_id} again on {which} ...")
+    try:
+        return follow(
+            client, job["name"], verbose=args.verbose, stream=args.stream, as_json=as_json
+        )
+    finally:
+        client.close()
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -164,123 +414,25 @@ def print_target(plan: dict[str, Any], out: TextIO, *, explain: bool) -> None:
         )
 
 
-def _block(head: str, lines: list[str]) -> list[str]:
-    """``head line`` for one line; for more, ``head`` and then each line indented under
-    it. Each line is cleaned: the block's own line breaks are the only ones."""
-    if len(lines) <= 1:
-        return [f"{head} {clean_text(lines[0]) if lines else ''}".rstrip()]
-    return [head, *(f"    {clean_text(line)}" for line in lines)]
-
-
-def _text_lines(text: str) -> list[str]:
-    return text.rstrip("\n").splitlines()
-
-
-def _json(value: Any, indent: int | None = None) -> str:
-    """JSON with its text as it is (control characters come out escaped as \\u001b)."""
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
-
-
-def _result_lines(result: dict[str, Any] | None, *, with_error: bool = True) -> list[str]:
-    """A task's result for people: ``_output`` as a STDOUT block, ``_error`` by its
-    message (left out without ``with_error``), strings as they are, objects and arrays
-    as indented JSON, other values as JSON (``true``, ``null``)."""
-    if not result:
-        return []
-    lines = []
-    for key, value in result.items():
-        label = f"  {clean_line(str(key))} :"
-        if key == "_error" and isinstance(value, dict):
-            if with_error:
-                msg = value.get("msg")
-                text = msg if isinstance(msg, str) else _json(value)
-                lines.extend(_block("  Error:", _text_lines(text)))
-        elif key == "_output" and isinstance(value, str):
-            lines.append("  STDOUT:")
-            lines.extend(f"    {clean_text(line)}" for line in _text_lines(value) or [""])
-        elif isinstance(value, str):
-            lines.extend(_block(label, _text_lines(value)))
-        elif isinstance(value, dict | list):
-            # split at "\n" only: a U+2028 inside a JSON string is not a line break here
-            lines.extend(_block(label, _json(value, indent=2).split("\n")))
-        else:
-            lines.append(f"{label} {clean_line(_json(value))}")
-    return lines
-
-
 def print_node(node: dict[str, Any], out: TextIO) -> None:
     """A node's line and its result; whatever the node said is cleaned of control
     characters (an escape sequence in task output must not reach the terminal)."""
-    state, name = clean_line(str(node["state"])), clean_line(str(node["name"]))
-    message = (node.get("details") or {}).get("message")
-    if state == "finished":
-        out.write(f"Finished on node {name}\n")
-    elif state in ("failed", "errored"):
-        out.write(f"Failed on {name}\n")
-        if message:
-            out.writelines(line + "\n" for line in _block("  Error:", _text_lines(str(message))))
-    else:
-        out.write(f"{state.capitalize()} on {name}\n")
-    for line in _result_lines(node.get("result"), with_error=not message):
-        out.write(line + "\n")
+    out.writelines(line.text + "\n" for line in node_lines(node))
 
 
-_FINAL_EVENTS = {
-    "node_finished": "finished",
-    "node_failed": "failed",
-    "node_errored": "errored",
-    "node_skipped": "skipped",
-}
-
-
-def watch(client: ApiClient, job_id: str, *, out: TextIO, poll: float = 0.1) -> int:
-    """Print a line per node as it starts and finishes; the summary; Choria's exit code.
-
-    Everything comes from the job's event feed (final events carry the node's result),
-    so following a job costs the same per node whatever its size."""
-    start = 0
-    begun = time.monotonic()
-    nodes: dict[str, dict[str, Any]] = {}
-    while True:
-        page = client.call("GET", f"/jobs/{job_id}/events", params={"start": start})
-        for event in page["items"]:
-            details = event["details"]
-            if event["type"] == "node_running":
-                out.write(f"Started on {clean_line(str(details['node']))} ...\n")
-            elif event["type"] in _FINAL_EVENTS:
-                node = {
-                    "name": details["node"],
-                    "state": _FINAL_EVENTS[event["type"]],
-                    "result": details.get("result"),
-                    "details": {"message": details["message"]} if "message" in details else {},
-                }
-                nodes[node["name"]] = node
-                print_node(node, out)
-        out.flush()
-        start = int(page["next-events"]["event"])
-        if page["job_state"] in TERMINAL and not page["items"]:
-            break
-        if not page["items"]:
-            time.sleep(poll)
-    job = client.call("GET", f"/jobs/{job_id}")
-    return summarize(job, list(nodes.values()), out, wall=time.monotonic() - begun)
+def watch(
+    client: Client, job_id: str, *, out: TextIO, verbose: bool = False, stream: bool = False
+) -> int:
+    """Follow a job from its event stream without the header lines: a line per node (or
+    per distinct result), the summary; Choria's exit code. See :func:`watch.follow`."""
+    return follow(client, job_id, out=out, verbose=verbose, stream=stream, header=False)
 
 
 def summarize(
     job: dict[str, Any], nodes: list[dict[str, Any]], out: TextIO, *, wall: float | None = None
 ) -> int:
-    """The closing lines; returns 0 all ok, 2 some failed, 3 no node answered."""
-    states = job["node_states"]
-    total = job["node_count"]
-    ok = states.get("finished", 0)
-    duration = job["duration"] if job["duration"] is not None else wall
-    verb = {"finished": "completed", "failed": "completed", "stopped": "stopped"}.get(
-        job["state"], job["state"]
-    )
-    out.write(f"\nJob {clean_line(str(verb))}. {ok}/{total} nodes succeeded.\n")
-    if duration is not None:
-        out.write(f"Duration: {duration:.3f} s\n")
-    if ok == total:
-        return OK
-    answered = sum(1 for n in nodes if n["state"] == "finished" or n.get("result"))
-    return SOME_FAILED if answered else NO_ANSWER
+    """The closing lines; returns 0 all ok, 1 nothing targeted, 2 some failed, 3 no node
+    answered."""
+    out.writelines(line.text + "\n" for line in closing_lines(job, wall=wall))
+    answered = any(n["state"] == "finished" or n.get("result") for n in nodes)
+    return exit_code(job, answered=answered)

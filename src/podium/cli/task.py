@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
-from podium.cli.job import ERROR, watch
+from podium.cli.durations import DURATION_HELP, duration_arg, parse_duration
+from podium.cli.job import add_display_args
 from podium.cli.target import add_target_args, read_at, scope_from_args
+from podium.cli.watch import follow
 from podium.errors import PodiumError, ValidationError
 from podium.types import accepts_undef, check, parse_type
 
@@ -30,8 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         help="run a task on nodes",
         description=(
-            "Run TASK on the target nodes and watch it: a line per node as it starts and "
-            f"finishes, then a summary. Parameters: {_PAIRS_HELP} "
+            "Run TASK on the target nodes and watch it: a progress bar on a terminal, a "
+            "line per node as it ends (a job of more than 10 nodes prints each distinct "
+            "result once, and a summary by result), then a summary. Ctrl+C stops the job "
+            f"(a second Ctrl+C stops watching). Parameters: {_PAIRS_HELP} "
             "Exit code: 0 all nodes succeeded, 1 error, 2 some nodes failed, 3 no node answered."
         ),
     )
@@ -43,13 +48,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--noop", action="store_true", help="run in no-op mode (tasks that support it)"
     )
-    run.add_argument(
+    run.add_argument("--description", default="", help="a note stored with the job")
+    pace = run.add_argument_group(
+        "pace",
+        f"How fast the job goes through its nodes. DURATION: {DURATION_HELP}.",
+    )
+    pace.add_argument(
+        "--concurrency", type=_positive("--concurrency"), metavar="N",
+        help="run on at most N nodes at once",
+    )  # fmt: skip
+    pace.add_argument(
+        "--batch", type=_batch, metavar="N|N%",
+        help="run in batches of N nodes (or N%% of them); the next batch starts when the "
+        "previous one has ended",
+    )  # fmt: skip
+    pace.add_argument(
+        "--batch-sleep", type=_batch_sleep, metavar="SECONDS",
+        help="wait this long between batches",
+    )  # fmt: skip
+    pace.add_argument(
+        "--fail-fast", action="store_true",
+        help="start no new node after the first failure; the rest end skipped",
+    )  # fmt: skip
+    pace.add_argument(
         "--timeout",
         type=_seconds,
         metavar="SECONDS",
         help="stop the task on a node that runs longer than this (its whole process group)",
     )
-    run.add_argument("--description", default="", help="a note stored with the job")
+    pace.add_argument(
+        "--job-timeout", type=duration_arg("the job timeout"), metavar="DURATION",
+        help="end the whole job after this long: nothing new starts, running tasks are "
+        "stopped",
+    )  # fmt: skip
+    pace.add_argument(
+        "--offline-ttl", type=duration_arg("the offline TTL"), metavar="DURATION",
+        help="nodes not connected wait this long and run when they connect, instead of "
+        "failing at once",
+    )  # fmt: skip
+    add_display_args(run)
     add_connection_args(run)
     run.set_defaults(func=run_task, takes_pairs=True)
 
@@ -67,12 +104,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _seconds(text: str) -> int:
     try:
-        value = int(text)
+        value = parse_duration(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of seconds (or a duration: {DURATION_HELP})"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError("the timeout must be at least 1 second")
     return value
+
+
+def _positive(option: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be a whole number of at least 1, not {text!r}"
+            )
+        return int(text)
+
+    return parse
+
+
+def _batch(text: str) -> int | str:
+    """``N`` (at least 1) or ``N%`` (1 to 100): the API's ``batch``."""
+    given = text.strip()
+    percent = re.fullmatch(r"([0-9]+)\s*%", given)
+    if percent is not None:
+        if not 1 <= int(percent.group(1)) <= 100:
+            raise argparse.ArgumentTypeError(
+                f"a batch of {given} is not a share of the nodes: give 1% to 100%"
+            )
+        return f"{int(percent.group(1))}%"
+    if not re.fullmatch(r"[0-9]+", given) or int(given) < 1:
+        raise argparse.ArgumentTypeError(
+            f"give the batch as a number of nodes of at least 1 (10) or a share of them "
+            f"from 1% to 100% (25%), not {text!r}"
+        )
+    return int(given)
+
+
+def _batch_sleep(text: str) -> float:
+    try:
+        value = float(parse_duration(text)) if text.strip()[-1:].isalpha() else float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"give the time between batches as seconds of 0 or more (30, 2.5) or a "
+            f"duration (5m), not {text!r}"
+        )
+    return int(value) if value == int(value) else value
 
 
 def parse_params(
@@ -153,44 +234,46 @@ def parameter_types(client: ApiClient, task: str, environment: str) -> dict[str,
 def run_task(args: argparse.Namespace) -> int:
     client = ApiClient.from_args(args)
     types = parameter_types(client, args.task, args.environment) if args.parameters else {}
+    body = task_command(args, parse_params(args.parameters, args.params, types))
+    as_json = args.format == "json"
+    if not as_json:
+        sys.stdout.write("Starting job ...\n")
+        sys.stdout.flush()
+    job = client.call("POST", "/command/task", json=body)["job"]
+    query = body["scope"].get("query")
+    try:
+        return follow(
+            client,
+            job["name"],
+            verbose=args.verbose,
+            stream=args.stream,
+            as_json=as_json,
+            query=query if args.explain and isinstance(query, str) else None,
+        )
+    finally:
+        client.close()
+
+
+# The API's pace fields, from the flags of the same names.
+_PACE = ("concurrency", "batch", "batch_sleep", "timeout", "job_timeout", "offline_ttl")
+
+
+def task_command(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /command/task`` for ``task run``'s arguments."""
     body: dict[str, Any] = {
         "task": args.task,
-        "params": parse_params(args.parameters, args.params, types),
+        "params": params,
         "scope": scope_from_args(args),
         "environment": args.environment,
         "noop": args.noop,
         "description": args.description,
     }
-    if args.timeout is not None:
-        body["timeout"] = args.timeout
-    job = client.call("POST", "/command/task", json=body)["job"]
-    job_id = job["name"]
-    if args.format == "json":
-        return _wait_json(client, job_id)
-    out = sys.stdout
-    out.write("Starting job ...\n")
-    out.write(f"New job ID: {job_id}\n")
-    out.write(f"Environment: {args.environment}\n")
-    if args.explain and isinstance(body["scope"].get("query"), str):
-        out.write(f"Query: {body['scope']['query']}\n")
-    created = client.call("GET", f"/jobs/{job_id}")
-    out.write(f"Nodes: {created['node_count']}\n\n")
-    out.flush()
-    try:
-        return watch(client, job_id, out=out)
-    except KeyboardInterrupt:
-        out.write(f"\nStopped watching job {job_id}; it goes on. See: podium job show {job_id}\n")
-        return ERROR
-
-
-def _wait_json(client: ApiClient, job_id: str) -> int:
-    import io
-
-    code = watch(client, job_id, out=io.StringIO())
-    job = client.call("GET", f"/jobs/{job_id}")
-    job["nodes"] = client.call("GET", f"/jobs/{job_id}/nodes")["items"]
-    print_json(job)
-    return code
+    for name in _PACE:
+        if getattr(args, name, None) is not None:
+            body[name] = getattr(args, name)
+    if getattr(args, "fail_fast", False):
+        body["fail_fast"] = True
+    return body
 
 
 def run_show(args: argparse.Namespace) -> int:

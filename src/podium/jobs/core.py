@@ -239,6 +239,7 @@ class JobCore:
         self._seq = itertools.count()
         self._out: list[Outgoing] = []
         self._changes = Changes()
+        self._strays: list[tuple[str, str, dict[str, Any]]] = []
         # Whether the broker's inventory is known: until it is, nothing starts (a node
         # not yet listed would look offline).
         self._link_up = link_up
@@ -251,6 +252,12 @@ class JobCore:
 
     def changes(self) -> Changes:
         out, self._changes = self._changes, Changes()
+        return out
+
+    def strays(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Results ``(certname, transaction id, results)`` for transactions the core does
+        not remember (a job that ended before a restart): the driver looks them up."""
+        out, self._strays = self._strays, []
         return out
 
     def next_timer(self) -> float | None:
@@ -478,9 +485,9 @@ class JobCore:
             if node is not None:
                 state = node.job.kind.node_state(message.results)
                 self._end(node, state, now, result=message.results)
-            else:
-                self._late(sender, txid, message.results, now)
-            self._changes.acks.append((sender, txid))  # a duplicate too, once stored
+                self._changes.acks.append((sender, txid))
+            elif self._late(sender, txid, message.results, now):
+                self._changes.acks.append((sender, txid))  # a duplicate too, once stored
         elif isinstance(message, msg.RpcError):
             if node is not None:
                 self._end(node, "errored", now, message=message.description)
@@ -693,15 +700,19 @@ class JobCore:
         node.given_up = True
         self._end(node, "errored", now, message=why)
 
-    def _late(self, sender: str, txid: str, results: dict[str, Any], now: float) -> None:
-        """A result for a node that already ended: recorded, never dropped."""
+    def _late(self, sender: str, txid: str, results: dict[str, Any], now: float) -> bool:
+        """A result for a node that already ended: recorded, never dropped. False: one
+        the core does not remember, left to the driver (see :meth:`strays`)."""
         node = self._ended.get(txid)
-        if node is None or node.certname != sender or not (node.given_up or node.stopped):
-            return  # a duplicate of what is stored (or for the driver to look up)
+        if node is None:
+            self._strays.append((sender, txid, results))
+            return False
+        if node.certname != sender or not (node.given_up or node.stopped):
+            return True  # a duplicate of what is stored
         job = node.job
         if node.stopped:  # killed on request: the result is kept, the state stays
             self._write_node(node, now, result=results, final=True)
-            return
+            return True
         node.given_up = False
         state = job.kind.node_state(results)
         job.counts[node.state] -= 1
@@ -722,6 +733,7 @@ class JobCore:
             if outcome != job.state:
                 job.state = outcome
                 self._changes.jobs.append(JobUpdate(job.id, outcome))
+        return True
 
     def _output(self, node: _Node, chunk: msg.TaskOutput, now: float) -> None:
         if node.output >= OUTPUT_KEPT:

@@ -27,7 +27,7 @@ from podium.pki.sealing import Sealer
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
-from podium.store import JobRecord, Store
+from podium.store import JobRecord, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
 from podium.tasks.params import validate_params
 
@@ -75,6 +75,7 @@ class JobService:
         self._facts: dict[str, tuple[dict[str, Any], datetime, list[str] | None]] = {}
         self._features: dict[str, list[str] | None] = {}  # certname → its agent's features
         self._flusher: asyncio.Task[None] | None = None
+        self._lookups: set[asyncio.Future[None]] = set()  # strays being looked up
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._finished: dict[int, asyncio.Event] = {}
@@ -360,6 +361,10 @@ class JobService:
                 if not self.link.send(env):
                     self.core.bounced(out.id, self.clock())
             sends = self.core.sends()
+        for stray in self.core.strays():
+            looking = asyncio.ensure_future(self._stray(*stray))
+            self._lookups.add(looking)
+            looking.add_done_callback(self._lookups.discard)
         changes = self.core.changes()
         if changes:
             self._changes.extend(changes)
@@ -428,6 +433,26 @@ class JobService:
                 done = self._finished.pop(job_id, None)
                 if done is not None:
                     done.set()
+
+    async def _stray(self, certname: str, txid: str, results: dict[str, Any]) -> None:
+        """A result the core does not remember: kept on its node's row if that has none
+        (the job ended before a restart), then acknowledged so the agent may forget it."""
+        try:
+            row = await asyncio.to_thread(self.store.node_by_transaction, txid)
+            if row is not None and row.certname == certname and row.result is None:
+                late = NodeUpdate(
+                    txid,
+                    row.state,
+                    result=results,
+                    message="the result arrived after the job had ended",
+                    finished_at=row.finished_at,
+                )
+                await asyncio.to_thread(self.store.write_job_changes, [late])
+        except PodiumError as exc:
+            log.error("could not store a late result of %s (%s)", certname, exc.msg)
+            return
+        ack = msg.ResultAck(transaction_id=txid)
+        self.link.send(self.link.make(ack, pcp.make_uri(certname, "agent")))
 
     def _write_facts(
         self, facts: Mapping[str, tuple[dict[str, Any], datetime, list[str] | None]]
