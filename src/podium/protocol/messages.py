@@ -177,7 +177,7 @@ def _check_field(message_type: str, name: str, annotation: str, value: Any) -> N
     if (
         not isinstance(value, expected)
         or (annotation == "str" and len(items) > 65536)
-        or (annotation == "int" and (isinstance(value, bool) or not 0 <= value < 2**53))
+        or (annotation == "int" and (isinstance(value, bool) or not 0 <= items < 2**53))
     ):
         raise ProtocolError(
             f"{message_type}: field {name!r} must be {words}",
