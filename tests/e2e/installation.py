@@ -213,11 +213,16 @@ class Installation:
 
 @contextlib.contextmanager
 def start_installation(
-    agents: list[str], *, database_url: str | None = None, codedir: Path | None = None
+    agents: list[str],
+    *,
+    database_url: str | None = None,
+    codedir: Path | None = None,
+    server_args: tuple[str, ...] = (),
 ) -> Iterator[Installation]:
-    """A server and ``agents`` in a temporary directory; all gone when it exits."""
+    """A server (with ``server_args``) and ``agents`` in a temporary directory; all gone
+    when it exits."""
     root = Path(tempfile.mkdtemp(prefix="podium-e2e-"))
-    fleet = Fleet(root, database_url=database_url, codedir=codedir)
+    fleet = Fleet(root, database_url=database_url, codedir=codedir, server_args=server_args)
     installation: Installation | None = None
     try:
         fleet.start_server()

@@ -45,8 +45,10 @@ class Fleet:
         codedir: Path | None = None,
         database_url: str | None = None,
         log_level: str = "warning",
+        server_args: Sequence[str] = (),
     ) -> None:
         self.root = root.absolute()
+        self.server_args = list(server_args)  # more `podium server` flags
         self.codedir = codedir
         self.database_url = database_url
         self.log_level = log_level
@@ -134,6 +136,7 @@ class Fleet:
             args += ["--codedir", str(self.codedir.resolve())]
         if self.database_url is not None:
             args += ["--database-url", self.database_url]
+        args += self.server_args
         server = self.server = self._spawn(args, self.server_log)
         deadline = time.monotonic() + timeout
         while not self.cacert.exists() or not self._up():

@@ -87,6 +87,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a task run's timeout on a node when the job sets none "
         "(default $PODIUM_TASK_TIMEOUT or 2400)",
     )
+    p.add_argument(
+        "--answer-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="an agent that has not accepted a request after this is sent it once more, "
+        "then its node ends errored (default $PODIUM_ANSWER_TIMEOUT or 60)",
+    )
     add_log_level(p)
     p.set_defaults(func=run)
 
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         reconnect_grace=args.reconnect_grace,
         task_concurrency=args.task_concurrency,
         task_timeout=args.task_timeout,
+        answer_timeout=args.answer_timeout,
         certname=args.certname,
         host=args.host,
         port=args.port,

@@ -213,7 +213,12 @@ class JobService:
             self.clock(),
             pace=pace_of(paced, len(certnames)),
             owner=owner,
-            unknown=[c for c in certnames if c not in known and c not in self.link.connected],
+            # With an offline TTL, a node not seen yet may be one being set up: it waits.
+            unknown=(
+                []
+                if paced.get("offline_ttl")
+                else [c for c in certnames if c not in known and c not in self.link.connected]
+            ),
         )
         self._drive()
         return job_id

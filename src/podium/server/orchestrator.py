@@ -67,7 +67,10 @@ class PaceFields(_Strict):
     ] = None
 
     def pace(self) -> dict[str, Any]:
-        return {k: v for k in PACE_OPTIONS if (v := getattr(self, k)) not in (None, False)}
+        # By identity: 0 == False, and a batch of 0 must reach the check that refuses it.
+        return {
+            k: v for k in PACE_OPTIONS if (v := getattr(self, k)) is not None and v is not False
+        }
 
 
 class TaskCommand(PaceFields):

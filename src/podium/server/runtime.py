@@ -142,6 +142,7 @@ class Runtime:
                 max_running=settings.task_concurrency,
                 reconnect_grace=settings.reconnect_grace,
                 default_node_timeout=settings.task_timeout,
+                answer_timeout=settings.answer_timeout,
             ),
         )
         self.inventory = InventoryService(self.store, GroupStore(self.store), self._run_query)

@@ -37,6 +37,8 @@ class ServerSettings:
     reconnect_grace: float = 300.0
     # A task run's timeout on a node when the job sets none (PE's default too).
     task_timeout: float = 2400.0
+    # An agent that has not accepted a request after this is sent it again, then given up.
+    answer_timeout: float = 60.0
     job_retention_days: float = 30.0  # finished jobs older than this are deleted; 0 keeps all
     # Limits
     max_connections: int = 20_000
@@ -89,6 +91,7 @@ class ServerSettings:
             ("job_retention_days", float),
             ("reconnect_grace", float),
             ("task_timeout", float),
+            ("answer_timeout", float),
             ("task_concurrency", int),
         ):
             raw = env(name.upper())
