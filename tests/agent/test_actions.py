@@ -29,11 +29,11 @@ class Ping(ImmediateAction):
 
 def test_the_default_registry_offers_tasks_and_status_queries():
     registry = default_registry()
-    assert registry.names() == ["status/query", "task/run"]
+    assert registry.names() == ["status/query", "task/run", "task/stop"]
     assert isinstance(registry.get("status", "query"), StatusQuery)
     assert registry.get("puppet", "run") is None
     assert registry.unknown("puppet", "run") == (
-        "unknown action puppet/run; this agent offers status/query, task/run"
+        "unknown action puppet/run; this agent offers status/query, task/run, task/stop"
     )
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import podium
 from identities import Identities
+from podium.agent import taskrun
 from podium.agent.actions import (
     AgentState,
     ImmediateAction,
@@ -26,6 +28,8 @@ from podium.agent.actions import (
     SpooledAction,
     default_registry,
 )
+from podium.agent.actions.status import StatusQuery
+from podium.agent.actions.task import TaskRun, TaskStop
 from podium.agent.config import AgentConfig
 from podium.agent.daemon import Agent
 from podium.agent.filecache import FileCache
@@ -65,6 +69,14 @@ class Controller:
                 message = await self.inbox.get()
                 if isinstance(message, kind):
                     return message
+
+    async def until(self, kind: type[msg.Message]) -> list[msg.Message]:
+        """Every message received up to the next ``kind``, that one last."""
+        received = []
+        async with asyncio.timeout(DEADLINE):
+            while not received or not isinstance(received[-1], kind):
+                received.append(await self.inbox.get())
+        return received
 
 
 def file_spec(filename: str, content: bytes) -> dict[str, Any]:
@@ -123,7 +135,12 @@ async def broker(tmp_path: Path) -> AsyncIterator[tuple[Broker, Identities]]:
 
 class RunningAgent:
     def __init__(
-        self, broker: Broker, ids: Identities, vardir: Path, actions: Registry | None = None
+        self,
+        broker: Broker,
+        ids: Identities,
+        vardir: Path,
+        actions: Registry | None = None,
+        **config: Any,
     ) -> None:
         cert, key = ids.files("web-01")
         self.config = AgentConfig(
@@ -132,6 +149,7 @@ class RunningAgent:
             brokers=(f"wss://127.0.0.1:{broker.port}/pcp/v2",),
             vardir=vardir,
             cacert=ids.ca.ca_cert_path,
+            **config,
         )
         context = client_context(ca=ids.ca.ca_cert_path, cert=cert, key=key)
         self.agent = Agent(self.config, ssl_context=context, actions=actions)
@@ -296,7 +314,7 @@ async def test_an_unknown_action_is_refused_with_what_the_agent_offers(broker, t
         error = await controller.next(msg.RpcError)
     assert error.transaction_id == "tx5"
     assert error.description == (
-        "unknown action puppet/run; this agent offers status/query, task/run"
+        "unknown action puppet/run; this agent offers status/query, task/run, task/stop"
     )
     assert not (tmp_path / "agent" / "spool" / "tx5").exists()
 
@@ -333,38 +351,137 @@ async def test_a_task_file_that_does_not_match_its_hash_is_not_run(broker, tmp_p
         assert not (tmp_path / "agent" / "spool" / "tx6" / "stdout").exists()
 
 
-def _disk_full(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    def create(*args: Any, **kwargs: Any) -> TransactionRecord:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+def _failing_write(code: int) -> Any:
+    """A spool write that fails as the disk or the folder's permissions make it fail."""
 
-    monkeypatch.setattr(agent.spool, "create", create)
+    def write(path: Path, data: bytes) -> None:
+        raise OSError(code, os.strerror(code), str(path))
+
+    return write
 
 
-def _spool_is_a_file(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+def _disk_full(agent: Agent) -> None:
+    agent.spool = Spool(agent.spool.root, write=_failing_write(errno.ENOSPC))
+
+
+def _not_permitted(agent: Agent) -> None:
+    agent.spool = Spool(agent.spool.root, write=_failing_write(errno.EACCES))
+
+
+def _spool_is_a_file(agent: Agent) -> None:
     shutil.rmtree(agent.spool.root)
     agent.spool.root.write_text("not a folder\n")
 
 
 @pytest.mark.parametrize(
     ("break_spool", "reason"),
-    [(_disk_full, "No space left on device"), (_spool_is_a_file, "Not a directory")],
+    [
+        (_disk_full, "No space left on device; free disk space"),
+        (_not_permitted, "Permission denied; fix the folder's permissions"),
+        (_spool_is_a_file, "Not a directory; fix the folder's permissions or free disk space"),
+    ],
 )
 async def test_a_spool_that_fails_refuses_the_request_and_the_agent_stays_connected(
-    broker, tmp_path, monkeypatch, break_spool, reason
+    broker, tmp_path, break_spool, reason
 ):
     broker, ids = broker
     controller = Controller(broker)
     async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
         await connected(broker)
         session = broker.router.get("pcp://web-01/agent")
-        break_spool(agent, monkeypatch)
+        break_spool(agent)
         controller.send(task_request("tx11", "podium::echo", message="x"))
         error = await controller.next(msg.RpcError)
         assert error.description == (
-            f"the agent cannot record transaction tx11 in its spool ({reason}); it was not run"
+            f"the agent cannot write its spool {agent.spool.path('tx11')}: {reason}, "
+            "then send the request again (it was not run)"
         )
         controller.send(status_query("q-tx11", "tx11"))  # still connected, still answering
         assert (await controller.next(msg.BlockingResponse)).results["status"] == "unknown"
+        assert broker.router.get("pcp://web-01/agent") is session
+
+
+async def test_a_request_refused_for_a_failing_spool_runs_once_the_spool_is_fixed(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        working = agent.spool
+        _not_permitted(agent)
+        controller.send(task_request("tx16", "podium::echo", message="again"))
+        assert "Permission denied" in (await controller.next(msg.RpcError)).description
+        agent.spool = working
+        controller.send(task_request("tx16", "podium::echo", message="again"))
+        final = await controller.next(msg.NonBlockingResponse)
+    assert final.results == {"_output": "again\n"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write a folder with mode 000")
+async def test_a_spool_folder_the_agent_may_not_use_refuses_the_request(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        agent.spool.root.chmod(0)
+        try:
+            controller.send(task_request("tx17", "podium::echo", message="x"))
+            error = await controller.next(msg.RpcError)
+            controller.send(status_query("q-tx17", "tx17"))
+            answer = await controller.next(msg.RpcError)
+        finally:
+            agent.spool.root.chmod(0o700)
+    assert error.description.startswith(
+        f"the agent cannot write its spool {agent.spool.path('tx17')}: Permission denied; "
+    )
+    assert answer.description.startswith("the agent cannot read its spool")
+
+
+async def test_a_spool_that_fails_under_a_running_task_fails_it_with_the_reason(
+    broker, tmp_path, monkeypatch
+):
+    broker, ids = broker
+    controller = Controller(broker)
+
+    def read_outcome(txdir: Path, pid: int | None = None) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", str(txdir / "stdout"))
+
+    monkeypatch.setattr(taskrun, "read_outcome", read_outcome)
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        session = broker.router.get("pcp://web-01/agent")
+        controller.send(task_request("tx19", "podium::echo", message="x"))
+        final = await controller.next(msg.NonBlockingResponse)
+        assert broker.router.get("pcp://web-01/agent") is session
+    assert final.results["_error"] == {
+        "kind": "podium.agent/spool-error",
+        "msg": f"the agent cannot use its spool {agent.spool.path('tx19') / 'stdout'}: "
+        "Permission denied; fix the folder's permissions",
+        "details": {},
+    }
+
+
+async def test_an_acknowledgement_the_spool_cannot_record_leaves_the_agent_connected(
+    broker, tmp_path, monkeypatch
+):
+    broker, ids = broker
+    controller = Controller(broker)
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        session = broker.router.get("pcp://web-01/agent")
+        controller.send(task_request("tx18", "podium::echo", message="x"))
+        await controller.next(msg.NonBlockingResponse)
+        failed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def acknowledge(txid: str, now: datetime) -> None:  # runs in a worker thread
+            loop.call_soon_threadsafe(failed.set)
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(agent.spool, "acknowledge", acknowledge)
+        controller.send(msg.ResultAck(transaction_id="tx18"))
+        await asyncio.wait_for(failed.wait(), DEADLINE)
+        controller.send(status_query("q-tx18", "tx18"))
+        assert (await controller.next(msg.BlockingResponse)).results["status"] == "success"
         assert broker.router.get("pcp://web-01/agent") is session
 
 
@@ -442,6 +559,230 @@ async def test_the_task_input_is_never_written_to_the_spool(broker, tmp_path):
         go.touch()
         final = await controller.next(msg.NonBlockingResponse)
     assert final.results == {"_output": "finished\n"}
+
+
+# -- live output ----------------------------------------------------------------------
+
+
+def quick_registry(**options: Any) -> Registry:
+    """The built-in actions, with a task's output read every 10 ms."""
+    return Registry([StatusQuery(), TaskRun(output_interval=0.01, **options), TaskStop()])
+
+
+def streamed(messages: list[msg.Message], stream: str) -> list[msg.TaskOutput]:
+    return [m for m in messages if isinstance(m, msg.TaskOutput) and m.stream == stream]
+
+
+async def test_a_running_tasks_output_reaches_the_controller_before_it_ends(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    go = tmp_path / "go"
+    script = (
+        '#!/bin/sh\necho first\nwhile [ ! -e "$PT_go" ]; do sleep 0.01; done\n'
+        "echo second >&2\necho third\n"
+    )
+    request = script_request("tx20", script, task_input={"go": str(go)})
+    async with RunningAgent(broker, ids, tmp_path / "agent", actions=quick_registry()):
+        await connected(broker)
+        controller.send(request)
+        first = await controller.next(msg.TaskOutput)
+        assert first == msg.TaskOutput("tx20", "stdout", 0, "first\n")  # the task still waits
+        go.touch()
+        rest = await controller.until(msg.NonBlockingResponse)
+    assert streamed(rest, "stdout") == [msg.TaskOutput("tx20", "stdout", 6, "third\n")]
+    assert streamed(rest, "stderr") == [msg.TaskOutput("tx20", "stderr", 0, "second\n")]
+    assert rest[-1] == msg.NonBlockingResponse("tx20", {"_output": "first\nthird\n"})
+
+
+async def test_output_chunks_are_bounded_and_never_split_a_character(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    # 60,000 characters of three bytes: chunk boundaries fall inside characters.
+    script = "#!/bin/sh\ni=0\nwhile [ $i -lt 6000 ]; do printf '✓✓✓✓✓✓✓✓✓✓'; i=$((i+1)); done\n"
+    async with RunningAgent(broker, ids, tmp_path / "agent", actions=quick_registry()):
+        await connected(broker)
+        controller.send(script_request("tx21", script))
+        received = await controller.until(msg.NonBlockingResponse)
+    chunks = streamed(received, "stdout")
+    assert len(chunks) > 1
+    assert all(len(c.data) <= msg.MAX_OUTPUT_CHUNK for c in chunks)
+    assert "".join(c.data for c in chunks) == "✓" * 60_000
+    offsets = [0]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + len(chunk.data.encode()))
+    assert [c.offset for c in chunks] == offsets[:-1]
+
+
+async def test_streaming_stops_at_its_limit_and_the_result_keeps_the_whole_output(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    script = "#!/bin/sh\ni=0\nwhile [ $i -lt 500 ]; do printf 'xxxxxxxxxx'; i=$((i+1)); done\n"
+    actions = quick_registry(output_limit=1000)
+    async with RunningAgent(broker, ids, tmp_path / "agent", actions=actions):
+        await connected(broker)
+        controller.send(script_request("tx22", script))
+        received = await controller.until(msg.NonBlockingResponse)
+    assert "".join(c.data for c in streamed(received, "stdout")) == "x" * 1000
+    assert received[-1].results == {"_output": "x" * 5000}  # type: ignore[attr-defined]
+
+
+async def test_a_task_followed_after_a_restart_never_streams_again_what_was_there(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    vardir = tmp_path / "agent"
+    spool = accepted(vardir, "tx23", controller)
+    script, go = tmp_path / "slow.sh", tmp_path / "go"
+    script.write_text(f"echo before\nwhile [ ! -e {go} ]; do sleep 0.01; done\necho after\n")
+    await start_task(
+        spool.path("tx23"), script, task_name="t", params={}, input_method=None,
+        installdir=tmp_path,
+    )  # fmt: skip
+    await until(lambda: (spool.path("tx23") / "stdout").read_bytes() == b"before\n")
+    async with RunningAgent(broker, ids, vardir, actions=quick_registry()):
+        await connected(broker)
+        go.touch()
+        received = await controller.until(msg.NonBlockingResponse)
+    assert all(c.offset >= len("before\n") for c in streamed(received, "stdout"))
+    assert "before" not in "".join(c.data for c in streamed(received, "stdout"))
+    assert received[-1].results == {"_output": "before\nafter\n"}  # type: ignore[attr-defined]
+
+
+async def test_output_goes_only_to_a_controller(broker, tmp_path):
+    broker, ids = broker
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        record = accepted(tmp_path / "other", "tx24", Controller(broker)).get("tx24")
+        assert record is not None
+        chunk = msg.TaskOutput("tx24", "stdout", 0, "x")
+        assert agent.report(record, chunk)
+        from_an_agent = replace(record, requester="pcp://web-02/agent")
+        assert not agent.report(from_an_agent, chunk)
+
+
+# -- stopping -------------------------------------------------------------------------
+
+
+def stop_request(txid: str, asked: str, **params: Any) -> msg.BlockingRequest:
+    body = {"transaction_id": asked, **params}
+    return msg.BlockingRequest(transaction_id=txid, module="task", action="stop", params=body)
+
+
+async def test_a_stopped_task_is_killed_with_its_process_group_and_fails_as_stopped(
+    broker, tmp_path
+):
+    broker, ids = broker
+    controller = Controller(broker)
+    child_pid = tmp_path / "child.pid"
+    script = '#!/bin/sh\necho working\nsleep 1000 &\necho $! > "$PT_pidfile"\nwait\n'
+    request = script_request("tx30", script, task_input={"pidfile": str(child_pid)})
+    async with RunningAgent(broker, ids, tmp_path / "agent", actions=quick_registry()):
+        await connected(broker)
+        controller.send(request)
+        await until(lambda: child_pid.read_text().endswith("\n"))
+        controller.send(stop_request("s-tx30", "tx30", reason="maintenance window"))
+        received = await controller.until(msg.NonBlockingResponse)
+    answers = [m for m in received if isinstance(m, msg.BlockingResponse)]
+    assert answers == [msg.BlockingResponse("s-tx30", {"stopped": True})]
+    final = received[-1]
+    assert isinstance(final, msg.NonBlockingResponse)
+    assert final.results["_error"] == {
+        "kind": "podium.tasks/task-stopped",
+        "msg": "the task was stopped: maintenance window",
+        "details": {},
+    }
+    assert final.results["_output"] == "working\n"
+    await until(lambda: not running(int(child_pid.read_text())))
+
+
+async def test_stopping_a_transaction_that_is_not_running_says_why(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    async with RunningAgent(broker, ids, tmp_path / "agent"):
+        await connected(broker)
+        controller.send(stop_request("s1", "never-seen"))
+        assert (await controller.next(msg.BlockingResponse)).results == {
+            "stopped": False,
+            "message": "no task never-seen is running on this agent",
+        }
+        controller.send(task_request("tx31", "podium::echo", message="x"))
+        await controller.next(msg.NonBlockingResponse)
+        controller.send(stop_request("s2", "tx31"))
+        assert (await controller.next(msg.BlockingResponse)).results == {
+            "stopped": False,
+            "message": "task tx31 has already ended (success)",
+        }
+        controller.send(stop_request("s3", "tx31", force=True))
+        assert (await controller.next(msg.RpcError)).description == (
+            "task/stop: unknown param(s) force; it takes reason, transaction_id"
+        )
+
+
+async def test_a_task_stopped_while_it_waits_for_a_place_is_never_run(broker, tmp_path):
+    broker, ids = broker
+    controller = Controller(broker)
+    go, marker = tmp_path / "go", tmp_path / "marker"
+    blocker = script_request(
+        "tx32",
+        '#!/bin/sh\necho busy\nwhile [ ! -e "$PT_go" ]; do sleep 0.01; done\n',
+        task_input={"go": str(go)},
+    )
+    queued = task_request("tx33", "podium::command", command=f"touch {marker}")
+    actions = quick_registry()
+    async with RunningAgent(broker, ids, tmp_path / "agent", actions=actions, concurrency=1):
+        await connected(broker)
+        controller.send(blocker)
+        await controller.next(msg.TaskOutput)  # it runs, and holds the only place
+        controller.send(queued)
+        assert await controller.next(msg.ProvisionalResponse) == msg.ProvisionalResponse("tx33")
+        controller.send(stop_request("s-tx33", "tx33"))
+        assert (await controller.next(msg.BlockingResponse)).results == {"stopped": True}
+        stopped = await controller.next(msg.NonBlockingResponse)
+        go.touch()
+        finished = await controller.next(msg.NonBlockingResponse)
+    assert stopped == msg.NonBlockingResponse(
+        "tx33",
+        {
+            "_error": {
+                "kind": "podium.tasks/task-stopped",
+                "msg": "the task was stopped: on request",
+                "details": {},
+            }
+        },
+    )
+    assert finished.transaction_id == "tx32"
+    assert not marker.exists()
+
+
+async def test_a_stop_sent_while_the_request_is_being_recorded_stops_it(
+    broker, tmp_path, monkeypatch
+):
+    broker, ids = broker
+    controller = Controller(broker)
+    marker = tmp_path / "marker"
+    request = task_request("tx34", "podium::command", command=f"touch {marker}")
+    async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
+        await connected(broker)
+        release = threading.Event()
+        create = agent.spool.create
+
+        def slow_create(*args: Any, **kwargs: Any) -> TransactionRecord:
+            release.wait(DEADLINE)
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(agent.spool, "create", slow_create)
+        controller.send(request)
+        await until(lambda: agent.accepting("tx34"))
+        controller.send(stop_request("s-tx34", "tx34", reason="changed my mind"))
+        controller.send(status_query("q-tx34", "tx34"))  # answered: the stop waits alone
+        assert (await controller.next(msg.BlockingResponse)).transaction_id == "q-tx34"
+        release.set()
+        received = await controller.until(msg.NonBlockingResponse)
+    answers = [m for m in received if isinstance(m, msg.BlockingResponse)]
+    assert answers == [msg.BlockingResponse("s-tx34", {"stopped": True})]
+    assert received[-1].results["_error"]["msg"] == (  # type: ignore[attr-defined]
+        "the task was stopped: changed my mind"
+    )
+    assert not marker.exists()
 
 
 # -- recovery -------------------------------------------------------------------------
@@ -542,5 +883,5 @@ async def test_an_action_joins_by_being_registered(broker, tmp_path):
         controller.send(msg.NonBlockingRequest("d3", module="demo", action="halve", params={}))
         assert (await controller.next(msg.RpcError)).description == (
             "unknown action demo/halve; "
-            "this agent offers demo/double, demo/ping, status/query, task/run"
+            "this agent offers demo/double, demo/ping, status/query, task/run, task/stop"
         )

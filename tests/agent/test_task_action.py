@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from podium.agent.actions.task import TaskRequest, TaskRun, lay_out, parse_request
+from podium.agent.actions import StopSignal
+from podium.agent.actions.task import (
+    TaskRequest,
+    TaskRun,
+    TaskStop,
+    lay_out,
+    parse_request,
+    parse_stop,
+)
 from podium.agent.config import AgentConfig
 from podium.agent.filecache import FileCache
-from podium.agent.spool import Spool
+from podium.agent.spool import Spool, TransactionRecord
 from podium.errors import ProtocolError, ValidationError
+from podium.protocol import messages as msg
+from waiting import DEADLINE
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -154,9 +165,21 @@ class State:
     config: AgentConfig
     spool: Spool
     cache: FileCache
+    signals: dict[str, StopSignal] = field(default_factory=dict)
+    reported: list[msg.Message] = field(default_factory=list)
 
     def accepting(self, txid: str) -> bool:
         return False
+
+    async def recorded(self, txid: str) -> None:
+        return None
+
+    def stop_signal(self, txid: str) -> StopSignal | None:
+        return self.signals.get(txid)
+
+    def report(self, record: TransactionRecord, message: msg.Message) -> bool:
+        self.reported.append(message)
+        return True
 
 
 async def test_a_task_finds_its_files_under_its_installdir(tmp_path: Path) -> None:
@@ -215,3 +238,124 @@ async def test_a_file_that_cannot_be_fetched_fails_the_task(tmp_path: Path) -> N
     assert result["_error"]["kind"] == "puppetlabs.tasks/task-error"
     assert "changed on the server or in transit" in result["_error"]["msg"]
     assert not (state.spool.path("tx-1") / "pid").exists()
+
+
+async def test_a_task_streams_its_output_while_it_runs(tmp_path: Path) -> None:
+    script = b"#!/bin/sh\necho out\necho err >&2\n"
+    state = State(
+        config=AgentConfig(certname="n", server_url="https://x", brokers=()),
+        spool=Spool(tmp_path / "spool"),
+        cache=FileCache(tmp_path / "cache", _serve(script)),
+    )
+    action = TaskRun(output_interval=0.01)
+    record = _record(state, "tx-1")
+    body = params(files=[spec("t.sh", script)])
+    assert await action.run(state, record, action.parse(body)) == (True, {"_output": "out\n"})
+    assert set(state.reported) == {
+        msg.TaskOutput("tx-1", "stdout", 0, "out\n"),
+        msg.TaskOutput("tx-1", "stderr", 0, "err\n"),
+    }
+
+
+async def test_a_task_stopped_while_its_files_download_is_never_started(tmp_path: Path) -> None:
+    asked = asyncio.Event()
+
+    async def fetch(path: str) -> bytes:
+        asked.set()
+        await asyncio.Event().wait()  # a download that never ends
+        raise AssertionError("unreachable")
+
+    state = State(
+        config=AgentConfig(certname="n", server_url="https://x", brokers=()),
+        spool=Spool(tmp_path / "spool"),
+        cache=FileCache(tmp_path / "cache", fetch),
+    )
+    action = TaskRun()
+    record = _record(state, "tx-1")
+    state.signals["tx-1"] = stop = StopSignal("task", "run")
+    running = asyncio.ensure_future(action.run(state, record, action.parse(params())))
+    await asyncio.wait_for(asked.wait(), DEADLINE)
+    stop.request("wrong host")
+    ok, result = await asyncio.wait_for(running, DEADLINE)
+    assert (ok, result) == (
+        False,
+        {
+            "_error": {
+                "kind": "podium.tasks/task-stopped",
+                "msg": "the task was stopped: wrong host",
+                "details": {},
+            }
+        },
+    )
+    assert not (state.spool.path("tx-1") / "pid").exists()
+
+
+def _serve(*contents: bytes) -> Any:
+    by_hash = {hashlib.sha256(c).hexdigest(): c for c in contents}
+
+    async def fetch(path: str) -> bytes:
+        return by_hash[path.rsplit("/", 1)[-1]]
+
+    return fetch
+
+
+def _record(state: State, txid: str, action: str = "run") -> TransactionRecord:
+    return state.spool.create(
+        txid, module="task", action=action, params={}, requester="pcp://s/server", now=T0
+    )
+
+
+# -- stopping -------------------------------------------------------------------------
+
+
+def test_a_stop_request_names_a_transaction_and_may_give_a_reason():
+    assert parse_stop({"transaction_id": "tx-1"}) == ("tx-1", None)
+    assert parse_stop({"transaction_id": "tx-1", "reason": "oops"}) == ("tx-1", "oops")
+    assert parse_stop({"transaction_id": "tx-1", "reason": "x" * 1000})[1] == "x" * 1000
+
+
+@pytest.mark.parametrize(
+    ("stop_params", "message"),
+    [
+        ({}, "task/stop: invalid transaction_id None"),
+        ({"transaction_id": "../x"}, "task/stop: invalid transaction_id '../x'"),
+        ({"transaction_id": "tx", "reason": 5}, "'reason' must be a string of at most 1000"),
+        ({"transaction_id": "tx", "reason": "x" * 1001}, "'reason' must be a string"),
+        ({"transaction_id": "tx", "force": True}, "unknown param.*force.*reason, transaction_id"),
+    ],
+)
+def test_a_stop_request_that_is_not_exactly_understood_is_refused(
+    stop_params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_stop(stop_params)
+
+
+async def test_stop_sets_the_signal_of_a_task_in_hand_and_says_why_it_cannot_otherwise(
+    tmp_path: Path,
+) -> None:
+    state = State(
+        config=AgentConfig(certname="n", server_url="https://x", brokers=()),
+        spool=Spool(tmp_path / "spool"),
+        cache=FileCache(tmp_path / "cache", _serve()),
+    )
+    state.signals["running"] = signal = StopSignal("task", "run")
+    state.signals["other"] = StopSignal("demo", "double")
+    _record(state, "done")
+    state.spool.finish("done", status="success", results={}, now=T0)
+    stop = TaskStop()
+
+    async def answer(txid: str) -> dict[str, Any]:
+        return await stop.answer(state, {"transaction_id": txid, "reason": "because"})
+
+    assert await answer("running") == {"stopped": True}
+    assert (signal.requested, signal.reason) == (True, "because")
+    assert await answer("never") == {
+        "stopped": False,
+        "message": "no task never is running on this agent",
+    }
+    assert await answer("done") == {
+        "stopped": False,
+        "message": "task done has already ended (success)",
+    }
+    assert (await answer("other"))["stopped"] is False

@@ -17,6 +17,7 @@ import pytest
 
 import podium
 from podium.agent import taskrun
+from podium.agent.actions import StopSignal
 from podium.agent.taskrun import read_outcome, start_task, wait_task
 from podium.errors import Conflict, ValidationError
 from waiting import DEADLINE, until
@@ -470,3 +471,70 @@ async def test_a_timeout_must_be_a_positive_number(tmp_path: Path, limit: float)
             installdir=tmp_path, time_limit=limit,
         )  # fmt: skip
     assert not (tmp_path / "tx").exists()
+
+
+# -- stopping on request --------------------------------------------------------------
+
+TASK_STOPPED = "podium.tasks/task-stopped"
+
+
+async def test_a_task_asked_to_stop_is_stopped_with_its_children(tmp_path: Path) -> None:
+    task = _script(tmp_path, "stubborn.sh", STUBBORN)
+    txdir = tmp_path / "spool" / "tx-1"
+    pid = await start_task(
+        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path
+    )
+    stop = StopSignal("task", "run")
+    waiting = asyncio.ensure_future(wait_task(txdir, pid, stop=stop, kill_grace=0.2))
+    await until(lambda: (tmp_path / "child.pid").read_text().endswith("\n"))
+    stop.request("maintenance window")
+    ok, result = await asyncio.wait_for(waiting, DEADLINE)
+    assert not ok
+    assert result == {
+        "_error": {
+            "kind": TASK_STOPPED,
+            "msg": "the task was stopped: maintenance window",
+            "details": {},
+        },
+        "_output": "working\n",
+    }
+    await until(lambda: not running(int((tmp_path / "child.pid").read_text())))
+    await until(lambda: not running(pid))
+
+
+async def test_a_task_that_ended_before_the_stop_keeps_its_own_outcome(tmp_path: Path) -> None:
+    task = _script(tmp_path, "quick.sh", "#!/bin/sh\necho done\n")
+    txdir = tmp_path / "spool" / "tx-1"
+    pid = await start_task(
+        txdir, task, task_name="m::t", params={}, input_method=None, installdir=tmp_path
+    )
+    await until(lambda: (txdir / "exitcode").read_text() == "0\n")
+    stop = StopSignal("task", "run")
+    stop.request()
+    assert await wait_task(txdir, pid, stop=stop) == (True, {"_output": "done\n"})
+
+
+async def test_a_task_followed_after_a_restart_can_be_stopped(tmp_path: Path) -> None:
+    task = _script(tmp_path, "slow.sh", "#!/bin/sh\necho started\nsleep 1000\n")
+    txdir = tmp_path / "spool" / "tx-orphan"
+    agent = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from podium.agent.taskrun import start_task
+        pid = asyncio.run(start_task(
+            Path({str(txdir)!r}), Path({str(task)!r}), task_name="m::t", params={{}},
+            input_method=None, installdir=Path({str(tmp_path)!r})))
+        print(pid)
+        """
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", agent], capture_output=True, text=True, check=True, timeout=30
+    )
+    pid = int(started.stdout)
+    stop = StopSignal("task", "run")
+    stop.request()
+    ok, result = await asyncio.wait_for(wait_task(txdir, pid, stop=stop, poll=0.02), DEADLINE)
+    assert not ok
+    assert result["_error"]["msg"] == "the task was stopped: on request"
+    await until(lambda: not running(pid))

@@ -5,14 +5,21 @@ and action (:mod:`podium.agent.actions`) and knows none by name. Results live in
 spool until the controller acknowledges them, so a result survives a dropped connection
 or an agent restart; a request whose transaction id is already in the spool is answered
 from the spool and never run again. The spool is read and written in worker threads,
-never on the event loop; a spool that fails (a full disk) fails the request with a
-reason, never the connection.
+never on the event loop; a spool that fails (a full disk, a folder the agent may not
+write) fails the request with an ``rpc_error_message`` that names the folder and the
+cause, never the connection, and no message the agent cannot handle ends it either.
+
+Every spooled transaction in hand (queued for the pool, running, followed after a
+restart) has a :class:`~podium.agent.actions.StopSignal` until its outcome is known; one
+stopped while queued is not run. Best-effort messages about a transaction (a task's
+live output) go to its requester through :meth:`Agent.report`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -22,7 +29,8 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -33,6 +41,7 @@ from podium.agent.actions import (
     Outcome,
     Registry,
     SpooledAction,
+    StopSignal,
     default_registry,
 )
 from podium.agent.config import AgentConfig
@@ -51,6 +60,9 @@ log = logging.getLogger(__name__)
 AGENT_TYPE = "agent"
 # A connection that lasted this long resets the backoff.
 _STABLE_AFTER = 30.0
+# Best-effort messages (a task's output) are dropped while this many bytes wait to be
+# sent, so that they never hold up results on a slow link.
+_REPORT_BACKLOG: Final = 1024 * 1024
 
 
 def _now() -> datetime:
@@ -87,6 +99,8 @@ class Agent:
         # Requests being recorded in the spool (in a worker thread), by transaction id:
         # a re-sent request that arrives meanwhile shares the outcome, never runs twice.
         self._claims: dict[str, asyncio.Future[_Claim]] = {}
+        # Spooled transactions in hand, until their outcome is known.
+        self._signals: dict[str, StopSignal] = {}
         self._ws: ClientConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -94,6 +108,29 @@ class Agent:
     def accepting(self, txid: str) -> bool:
         """Whether a request with this id is being recorded in the spool right now."""
         return txid in self._claims
+
+    async def recorded(self, txid: str) -> None:
+        """Until a request with this id that is being recorded is recorded or refused."""
+        claim = self._claims.get(txid)
+        if claim is not None:
+            # Never cancels the claim, never raises its error; the claim's own callback
+            # registers the transaction before this wakes up.
+            await asyncio.wait([claim])
+
+    def stop_signal(self, txid: str) -> StopSignal | None:
+        """The stop signal of a spooled transaction in hand; None once it has ended."""
+        return self._signals.get(txid)
+
+    def report(self, record: TransactionRecord, message: msg.Message) -> bool:
+        """Send a best-effort message about ``record`` to the controller that asked for
+        it: dropped when disconnected, when the requester is no controller, or while
+        the connection has a backlog."""
+        ws = self._ws
+        if ws is None or not _is_controller(record.requester):
+            return False
+        if _backlog(ws) > _REPORT_BACKLOG:
+            return False
+        return self._send(message, record.requester)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -152,7 +189,10 @@ class Agent:
             self._ws = ws
             log.info("connected to %s as %s", url, self.uri)
             try:
-                await self._send_facts()
+                try:
+                    await self._send_facts()
+                except Exception:  # no facts this time: the connection still serves
+                    log.exception("could not collect the facts")
                 for record in await self._unacknowledged():
                     self._send_result(record)
                 async for frame in ws:
@@ -182,6 +222,9 @@ class Agent:
             except OSError as exc:
                 log.error("could not purge the spool or the task cache: %s", exc)
                 continue
+            except Exception:  # a bug here must not end the purges for good
+                log.exception("could not purge the spool or the task cache")
+                continue
             if removed:
                 log.info("purged %d old transactions from the spool", removed)
 
@@ -195,6 +238,7 @@ class Agent:
         for record in records:
             action = self.actions.get(record.module, record.action)
             if isinstance(action, SpooledAction):
+                self._signals[record.transaction_id] = StopSignal(record.module, record.action)
                 self._spawn(self._resume(action, record))
                 continue
             text = (
@@ -266,6 +310,12 @@ class Agent:
 
     def _receive(self, frame: bytes | str) -> None:
         try:
+            self._handle(frame)
+        except Exception:  # a bug in handling one message must not end the session
+            log.exception("could not handle a message")
+
+    def _handle(self, frame: bytes | str) -> None:
+        try:
             env = pcp.parse(frame, max_bytes=self.config.max_message_bytes)
             message = msg.decode(env)
         except ProtocolError as exc:
@@ -293,8 +343,18 @@ class Agent:
             if claim is None:
                 claim = asyncio.ensure_future(asyncio.to_thread(self._claim, env, request, action))
                 self._claims[txid] = claim
-                claim.add_done_callback(lambda _: self._claims.pop(txid, None))
+                claim.add_done_callback(functools.partial(self._claimed, txid))
             self._spawn(self._accept(env, request, action, claim, owner=owner))
+
+    def _claimed(self, txid: str, claim: asyncio.Future[_Claim]) -> None:
+        """A claim is settled: a new transaction is in hand from now on (before anyone
+        waiting for the claim wakes up, so a stop that waited for it finds it)."""
+        self._claims.pop(txid, None)
+        if claim.cancelled() or claim.exception() is not None:
+            return
+        found = claim.result()
+        if found.new:
+            self._signals[txid] = StopSignal(found.record.module, found.record.action)
 
     def _claim(self, env: pcp.Envelope, request: msg.Request, action: SpooledAction[Any]) -> _Claim:
         """Find the transaction in the spool, or check the request and record it
@@ -336,13 +396,8 @@ class Agent:
             self._refuse(env, txid, exc.msg)
             return
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            self._refuse(
-                env,
-                txid,
-                f"the agent cannot record transaction {txid} in its spool ({reason}); "
-                "it was not run",
-            )
+            log.error("cannot record %s %s in the spool: %s", action.name, txid, exc)
+            self._refuse(env, txid, spool_failure(self.spool.path(txid), exc))
             return
         except Exception as exc:
             log.exception("cannot take %s %s", action.name, txid)
@@ -367,7 +422,8 @@ class Agent:
             self._refuse(env, txid, exc.msg)
             return
         except OSError as exc:
-            self._refuse(env, txid, f"the agent cannot read its spool: {exc.strerror or exc}")
+            reason = exc.strerror or str(exc)
+            self._refuse(env, txid, f"the agent cannot read its spool {self.spool.root}: {reason}")
             return
         except Exception as exc:
             log.exception("%s %s failed", action.name, txid)
@@ -386,9 +442,40 @@ class Agent:
     async def _run(
         self, action: SpooledAction[Any], record: TransactionRecord, request: Any
     ) -> None:
-        async with self._pool:
-            outcome = await self._outcome(action, record, action.run(self, record, request))
+        signal = self._signals.get(record.transaction_id)
+        if await self._place(signal):
+            try:
+                outcome = await self._outcome(action, record, action.run(self, record, request))
+            finally:
+                self._pool.release()
+        else:
+            assert signal is not None
+            outcome = action.stopped(record, signal.reason)
         await self._finish(record, *outcome)
+
+    async def _place(self, signal: StopSignal | None) -> bool:
+        """A place in the pool (release it), or False if the transaction is stopped
+        while it waits for one."""
+        if signal is None:
+            await self._pool.acquire()
+            return True
+        if signal.requested:
+            return False
+        acquiring = asyncio.ensure_future(self._pool.acquire())
+        stopping = asyncio.ensure_future(signal.wait())
+        try:
+            await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not acquiring.done():
+                # Cancelling a waiting acquire gives back a place it was just handed.
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquiring
+        if acquiring.cancelled():
+            return False
+        acquiring.result()
+        return True  # stopped as the place came too: the action sees it at once
 
     async def _resume(self, action: SpooledAction[Any], record: TransactionRecord) -> None:
         outcome = await self._outcome(action, record, action.resume(self, record))
@@ -401,12 +488,20 @@ class Agent:
             ok, results = await running
         except PodiumError as exc:
             return False, {"_error": exc.to_dict()}
+        except OSError as exc:  # the spool failed under the running task
+            log.error("%s %s: %s", action.name, record.transaction_id, exc)
+            where = exc.filename or self.spool.path(record.transaction_id)
+            return False, _error(
+                "podium.agent/spool-error",
+                f"the agent cannot use its spool {where}: {exc.strerror or exc}; {_advice(exc)}",
+            )
         except Exception as exc:
             log.exception("%s %s failed unexpectedly", action.name, record.transaction_id)
             return False, _error("podium.agent/internal-error", str(exc) or type(exc).__name__)
         return ok, results
 
     async def _finish(self, record: TransactionRecord, ok: bool, results: dict[str, Any]) -> None:
+        self._signals.pop(record.transaction_id, None)  # the outcome is known: too late
         # Room for the envelope around the results, so the message fits the broker's cap.
         fitted = fit_result(results, self.config.max_message_bytes - pcp.ENVELOPE_ROOM)
         try:
@@ -456,6 +551,41 @@ class _Claim:
 
 def _pair(request: msg.Request) -> tuple[str, str]:
     return request.module, request.action
+
+
+def spool_failure(path: Path, exc: OSError) -> str:
+    """Why a request is refused when the spool cannot take it, and what to do."""
+    reason = exc.strerror or str(exc)
+    return (
+        f"the agent cannot write its spool {path}: {reason}; {_advice(exc)}, "
+        "then send the request again (it was not run)"
+    )
+
+
+def _advice(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the folder's permissions"
+    return "fix the folder's permissions or free disk space"
+
+
+def _is_controller(uri: str) -> bool:
+    """Whether ``uri`` names one controller: only controllers connect with a client
+    type other than ``agent`` (the broker's rule)."""
+    try:
+        certname, client_type = pcp.split_uri(uri)
+    except PodiumError:
+        return False
+    return bool(certname) and certname != "*" and client_type != AGENT_TYPE
+
+
+def _backlog(ws: ClientConnection) -> int:
+    """Bytes waiting to be sent on the connection."""
+    try:
+        return ws.transport.get_write_buffer_size()
+    except (AttributeError, RuntimeError):
+        return 0
 
 
 def ws_send(ws: ClientConnection, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 - :func:`task_result`: stdout, stderr, exit code → (succeeded, result).
 - :func:`timeout_result`: the failure of a task stopped at its deadline.
+- :func:`stopped_result`: the failure of a task stopped on request (``task``/``stop``).
 - :func:`lost_result`: the failure of a task whose exit code was never recorded.
 - :func:`fit_result`: a result cut to fit in one message.
 
@@ -22,6 +23,8 @@ TASK_ERROR: Final = "puppetlabs.tasks/task-error"
 # Bolt's namespace for errors of a task on its target; bolt-server says "task-timeout"
 # for a task it stopped.
 TASK_TIMEOUT: Final = "puppetlabs.tasks/task-timeout"
+# Podium's own: a task a controller asked the agent to stop.
+TASK_STOPPED: Final = "podium.tasks/task-stopped"
 LOST: Final = "the agent lost track of the task: no exit code was recorded"
 
 
@@ -59,6 +62,21 @@ def timeout_result(stdout: bytes, stderr: bytes, timeout: float) -> dict[str, An
         stdout,
         stderr,
     )
+
+
+def stopped_result(stdout: bytes, stderr: bytes, reason: str | None) -> dict[str, Any]:
+    """The result of a task stopped on request: an error giving the reason, and whatever
+    it had written so far."""
+    return _failure(stopped_error(reason), stdout, stderr)
+
+
+def stopped_error(reason: str | None) -> dict[str, Any]:
+    """The ``_error`` of a task stopped on request (with or without a reason)."""
+    return {
+        "kind": TASK_STOPPED,
+        "msg": f"the task was stopped: {reason or 'on request'}",
+        "details": {},
+    }
 
 
 def lost_result(stdout: bytes, stderr: bytes, pid: int | None) -> dict[str, Any]:

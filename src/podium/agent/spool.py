@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,13 +67,29 @@ class TransactionRecord:
         return self.status in FINISHED
 
 
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, atomically and durably (the spool's default)."""
+    write_atomic(path, data, mode=0o600, durable=True)
+
+
 class Spool:
     """Transactions on disk, safe across agent restarts. Blocking I/O (small files, but
-    fsync'd): the agent calls it from worker threads. Disk errors raise OSError."""
+    fsync'd): the agent calls it from worker threads. Disk errors raise OSError.
 
-    def __init__(self, root: Path, *, ttl: timedelta = timedelta(days=14)) -> None:
+    ``write`` replaces a file of the spool with new bytes (tests give one that fails as
+    a full disk does).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ttl: timedelta = timedelta(days=14),
+        write: Callable[[Path, bytes], None] = write_durably,
+    ) -> None:
         self.root = Path(root)
         self.ttl = ttl
+        self._write = write
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, txid: str) -> Path:
@@ -113,7 +130,7 @@ class Spool:
         except FileExistsError as exc:
             raise _taken(txid) from exc
         try:
-            _write_json(final / _METADATA, meta)
+            self._write_json(final / _METADATA, meta)
         except BaseException:
             # Not recorded (a full disk): the request is refused, so the id stays free.
             shutil.rmtree(final, ignore_errors=True)
@@ -138,7 +155,7 @@ class Spool:
                 details={"transaction_id": txid, "status": meta["status"]},
             )
         meta.update(status="running", pid=pid, started_at=now.isoformat())
-        _write_json(folder / _METADATA, meta)
+        self._write_json(folder / _METADATA, meta)
         return _record(meta, acknowledged=False, results=None)
 
     def finish(
@@ -158,9 +175,9 @@ class Spool:
                 f"transaction {txid} has already finished ({meta['status']})",
                 details={"transaction_id": txid, "status": meta["status"]},
             )
-        _write_json(folder / _RESULT, results)
+        self._write_json(folder / _RESULT, results)
         meta.update(status=status, finished_at=now.isoformat())
-        _write_json(folder / _METADATA, meta)
+        self._write_json(folder / _METADATA, meta)
         return _record(meta, acknowledged=False, results=results)
 
     def acknowledge(self, txid: str, now: datetime) -> None:
@@ -213,6 +230,9 @@ class Spool:
         return removed
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _write_json(self, path: Path, data: Any) -> None:
+        self._write(path, orjson.dumps(data))
 
     def _load(self, txid: str) -> tuple[Path, dict[str, Any]]:
         folder = self.path(txid)
@@ -328,8 +348,3 @@ def _record(
         acknowledged=acknowledged,
         results=results,
     )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON, atomically and durably."""
-    write_atomic(path, orjson.dumps(data), mode=0o600, durable=True)

@@ -22,8 +22,9 @@ API:
 - :func:`start_task` → pid of the wrapper; :func:`wait_task` → (succeeded, result).
   ``wait_task`` awaits the process (a pidfd in the event loop) when this agent process
   started it, and otherwise polls for the exit code while the wrapper is alive (a task
-  left by an earlier agent process). Past the deadline it stops the task's process
-  group: SIGTERM, then SIGKILL after :data:`KILL_GRACE` seconds.
+  left by an earlier agent process). Past the deadline, or when it is asked to stop
+  (a :class:`StopRequest`), it stops the task's process group: SIGTERM, then SIGKILL
+  after a grace of :data:`KILL_GRACE` seconds.
 - :func:`read_outcome` (blocking): the outcome recorded in a transaction folder.
 - The result rules themselves are in :mod:`podium.agent.results`.
 """
@@ -39,14 +40,16 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
 from podium.agent.results import (
     lost_result,
+    stopped_result,
     task_result,
     timeout_result,
     trim_partial_character,
@@ -58,7 +61,7 @@ Outcome = tuple[bool, dict[str, Any]]
 
 # Output kept from each of stdout and stderr; the rest stays in the spool files.
 MAX_OUTPUT: Final = 8 * 1024 * 1024
-# Seconds a task stopped at its deadline has between SIGTERM and SIGKILL.
+# Seconds a task being stopped has between SIGTERM and SIGKILL.
 KILL_GRACE: Final = 5.0
 
 # The only variables a task inherits from the agent (which may hold secrets).
@@ -144,6 +147,14 @@ def _exit_code(txdir: Path) -> int | None:
     return int(text) if text.endswith("\n") else None
 
 
+def _has_ended(txdir: Path) -> bool:
+    """Whether the wrapper has recorded how the task ended (even unreadably)."""
+    try:
+        return _exit_code(txdir) is not None
+    except ValueError:
+        return True
+
+
 def read_outcome(txdir: Path, pid: int | None = None) -> Outcome:
     """The outcome recorded in a transaction folder (blocking; small reads)."""
     stdout = _read_capped(txdir / "stdout")
@@ -162,6 +173,13 @@ def read_timed_out(txdir: Path, deadline: Deadline) -> Outcome:
     stdout = _read_capped(txdir / "stdout")
     stderr = _read_capped(txdir / "stderr")
     return False, timeout_result(stdout, stderr, deadline.timeout)
+
+
+def read_stopped(txdir: Path, reason: str | None) -> Outcome:
+    """The outcome of a task stopped on request: an error, and its output so far."""
+    stdout = _read_capped(txdir / "stdout")
+    stderr = _read_capped(txdir / "stderr")
+    return False, stopped_result(stdout, stderr, reason)
 
 
 def _read_capped(path: Path) -> bytes:
@@ -214,32 +232,77 @@ async def start_task(
     return popen.pid
 
 
-async def wait_task(txdir: Path, pid: int, *, poll: float = 0.05) -> Outcome:
+class StopRequest(Protocol):
+    """A request to stop a running task, with why (:class:`podium.agent.actions.StopSignal`)."""
+
+    @property
+    def reason(self) -> str | None: ...
+
+    async def wait(self) -> None:
+        """Until the task is to stop."""
+        ...
+
+
+async def wait_task(
+    txdir: Path,
+    pid: int,
+    *,
+    stop: StopRequest | None = None,
+    # Timeouts
+    poll: float = 0.05,
+    kill_grace: float | None = None,
+) -> Outcome:
     """Wait for a task started by :func:`start_task`, here or by an earlier agent
-    process, and stop it if it runs past its deadline.
+    process, and stop it if it runs past its deadline or when ``stop`` says so.
 
     A wrapper this process started is awaited through a pidfd (no polling, no thread);
     any other pid is followed by polling, at an interval growing from ``poll`` to 1 s.
     If that process is gone without having written an exit code, the task failed and
-    the agent lost track of it.
+    the agent lost track of it. A task being stopped gets SIGTERM, then SIGKILL after
+    ``kill_grace`` seconds (:data:`KILL_GRACE` by default).
     """
     child = _children.get(pid)
     popen = child[0] if child is not None and child[1] == txdir.name else None
     deadline = await asyncio.to_thread(read_deadline, txdir)
-    if deadline is None:
-        await _ended(txdir, pid, popen, poll)
-    else:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(loop.time() + (deadline.at - time.time())):
-                await _ended(txdir, pid, popen, poll)
-        except TimeoutError:
-            if _exit_code(txdir) is None:
-                await _stop(txdir, pid, popen, poll)
-                _forget(pid, popen)
-                return await asyncio.to_thread(read_timed_out, txdir, deadline)
+    why = await _ending(_ended(txdir, pid, popen, poll), deadline, stop)
+    # A task that ended on its own at that very moment keeps its own outcome.
+    if why is not None and not await asyncio.to_thread(_has_ended, txdir):
+        grace = KILL_GRACE if kill_grace is None else kill_grace
+        await _stop(txdir, pid, popen, poll, grace)
+        _forget(pid, popen)
+        if why == "stop" and stop is not None:
+            return await asyncio.to_thread(read_stopped, txdir, stop.reason)
+        assert deadline is not None
+        return await asyncio.to_thread(read_timed_out, txdir, deadline)
     _forget(pid, popen)
     return await asyncio.to_thread(read_outcome, txdir, pid)
+
+
+async def _ending(
+    ended: Awaitable[None], deadline: Deadline | None, stop: StopRequest | None
+) -> Literal["timeout", "stop"] | None:
+    """Until the task has ended (None), passed its deadline or is to stop."""
+    waiting = asyncio.ensure_future(ended)
+    stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    timeout = None if deadline is None else max(0.0, deadline.at - time.time())
+    try:
+        await asyncio.wait(
+            [w for w in (waiting, stopping) if w is not None],
+            timeout=timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for future in (waiting, stopping):
+            if future is not None and not future.done():
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future
+    if waiting.done() and not waiting.cancelled():
+        waiting.result()  # a failure to follow the task is raised
+        return None
+    if stopping is not None and stopping.done() and not stopping.cancelled():
+        return "stop"
+    return "timeout"
 
 
 def _forget(pid: int, popen: subprocess.Popen[bytes] | None) -> None:
@@ -260,26 +323,34 @@ async def _orphan_ended(txdir: Path, pid: int, poll: float, *, until_exit_code: 
     """Until a wrapper this process did not start has exited (or, if asked, recorded
     its exit code), polling at an interval growing from ``poll`` to 1 s."""
     delay = poll
-    while _is_wrapper(pid, txdir):
-        if until_exit_code and _exit_code(txdir) is not None:
-            return
+    while await asyncio.to_thread(_orphan_running, pid, txdir, until_exit_code):
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, max(poll, 1.0))
 
 
-async def _stop(txdir: Path, pid: int, popen: subprocess.Popen[bytes] | None, poll: float) -> None:
+def _orphan_running(pid: int, txdir: Path, until_exit_code: bool) -> bool:
+    """Whether the wrapper still runs (and, if asked, has not recorded an exit code);
+    blocking: it reads /proc and the spool."""
+    if not _is_wrapper(pid, txdir):
+        return False
+    return not (until_exit_code and _has_ended(txdir))
+
+
+async def _stop(
+    txdir: Path, pid: int, popen: subprocess.Popen[bytes] | None, poll: float, grace: float
+) -> None:
     """Stop the task's process group: SIGTERM, then SIGKILL once the grace is over.
 
     Processes that left the task's session (daemons it started) are not reached.
     """
-    if popen is None and not _is_wrapper(pid, txdir):
+    if popen is None and not await asyncio.to_thread(_is_wrapper, pid, txdir):
         return  # the pid is no longer the wrapper's: never signal a stranger
     _signal_group(pid, signal.SIGTERM)
-    await _gone(txdir, pid, popen, poll, KILL_GRACE)
+    await _gone(txdir, pid, popen, poll, grace)
     # Then whatever is left of the group: children that ignore SIGTERM, or that were
     # still cleaning up when the wrapper ended.
     _signal_group(pid, signal.SIGKILL)
-    await _gone(txdir, pid, popen, poll, KILL_GRACE)
+    await _gone(txdir, pid, popen, poll, grace)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

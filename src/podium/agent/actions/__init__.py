@@ -14,12 +14,20 @@ action is one of two kinds:
   input may hold passwords. After a restart, the agent hands each unfinished
   transaction back to its action (:meth:`~SpooledAction.resume`).
 
+While the agent has a spooled transaction in hand (queued, running, or followed after a
+restart) it keeps a :class:`StopSignal` for it: an action that can be stopped
+(``task``/``stop`` stops ``task``/``run``) sets it, and the action running the
+transaction watches it (:meth:`AgentState.stop_signal`). One stopped while it still
+waits for a place in the pool is never run: its outcome is
+:meth:`~SpooledAction.stopped`.
+
 A new action joins by being registered (:func:`default_registry` lists the built-in
 ones); the loop does not change.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -30,10 +38,35 @@ if TYPE_CHECKING:
     from podium.agent.config import AgentConfig
     from podium.agent.filecache import FileCache
     from podium.agent.spool import Spool, TransactionRecord
+    from podium.protocol.messages import Message
 
 # (succeeded, results): what a spooled action ends with.
 Outcome = tuple[bool, dict[str, Any]]
 Request = TypeVar("Request")
+
+
+class StopSignal:
+    """A request to stop one unfinished transaction: set once (the first reason is
+    kept), watched by the action that runs it."""
+
+    def __init__(self, module: str, action: str) -> None:
+        self.module = module
+        self.action = action
+        self.reason: str | None = None
+        self._set = asyncio.Event()
+
+    @property
+    def requested(self) -> bool:
+        return self._set.is_set()
+
+    def request(self, reason: str | None = None) -> None:
+        if not self._set.is_set():
+            self.reason = reason
+            self._set.set()
+
+    async def wait(self) -> None:
+        """Until the transaction is to stop."""
+        await self._set.wait()
 
 
 class AgentState(Protocol):
@@ -45,6 +78,20 @@ class AgentState(Protocol):
 
     def accepting(self, txid: str) -> bool:
         """Whether a request with this id is being recorded in the spool right now."""
+        ...
+
+    async def recorded(self, txid: str) -> None:
+        """Until a request with this id that is being recorded is recorded or refused."""
+        ...
+
+    def stop_signal(self, txid: str) -> StopSignal | None:
+        """The stop signal of a spooled transaction the agent has in hand (queued,
+        running or followed); None once it has ended, or if it is not this agent's."""
+        ...
+
+    def report(self, record: TransactionRecord, message: Message) -> bool:
+        """Send ``message`` about ``record`` to the controller that asked for it, best
+        effort (never spooled): False if it was dropped."""
         ...
 
 
@@ -89,6 +136,17 @@ class SpooledAction(Action, Generic[Request]):
         """The outcome of a transaction an earlier agent process accepted and did not
         finish: follow what still runs, and close what can no longer be known."""
 
+    def stopped(self, record: TransactionRecord, reason: str | None) -> Outcome:
+        """The outcome of a transaction stopped before it started."""
+        why = reason or "on request"
+        return False, {
+            "_error": {
+                "kind": "podium.agent/stopped",
+                "msg": f"{self.name} was stopped before it started: {why}",
+                "details": {},
+            }
+        }
+
 
 class Registry:
     """The actions an agent offers, by (module, action)."""
@@ -120,6 +178,6 @@ class Registry:
 def default_registry() -> Registry:
     """The actions every agent offers."""
     from podium.agent.actions.status import StatusQuery
-    from podium.agent.actions.task import TaskRun
+    from podium.agent.actions.task import TaskRun, TaskStop
 
-    return Registry([StatusQuery(), TaskRun()])
+    return Registry([StatusQuery(), TaskRun(), TaskStop()])
