@@ -514,7 +514,7 @@ _ACTIONS = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=600)
 @given(
     actions=_ACTIONS,
     concurrency=st.one_of(st.none(), st.integers(1, 3)),

@@ -13,7 +13,7 @@ A job kind (:class:`JobKind`: a task run now, Puppet runs and plan steps later) 
 the request for a node and the node state for a result; everything else is here.
 
 Node phases: ``queued`` (not started), ``waiting`` (offline, waiting to connect within the
-job's ``offline_ttl``), ``sent`` (request sent, not yet accepted), ``running`` (accepted),
+job's ``offline_ttl``), ``ready`` (connected since, waiting for its turn), ``sent`` (request sent, not yet accepted), ``running`` (accepted),
 ``ended``. A node given up on (its agent gone past the grace period, or silent past its
 deadline) ends ``errored``; should its result arrive later, it replaces that.
 """
@@ -277,17 +277,6 @@ class JobCore:
         job = self._jobs.get(job_id)
         return job.state if job is not None else None
 
-    def disconnected_nodes(self, job_id: int) -> dict[str, float]:
-        """The nodes of a running job whose agent dropped: certname → when given up."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return {}
-        return {
-            n.certname: n.give_up_at
-            for n in self._nodes.values()
-            if n.job is job and n.give_up_at is not None
-        }
-
     # -- commands -----------------------------------------------------------------------
 
     def add_job(
@@ -423,7 +412,8 @@ class JobCore:
         self._connected.add(certname)
         for node in list(self._by_node.get(certname, ())):
             if node.phase == "waiting":
-                node.job.waiting.pop(certname, None)
+                del node.job.waiting[certname]
+                node.phase = "ready"
                 node.job.ready_now.append(node)
             elif node.phase in ("sent", "running"):
                 node.attempts = 0
@@ -447,6 +437,10 @@ class JobCore:
         for node in list(self._by_node.get(certname, ())):
             if node.phase in ("sent", "running"):
                 self._lost(node, now)
+            elif node.phase == "ready":  # gone again before its turn came
+                node.job.ready_now.remove(node)
+                node.phase = "waiting"
+                node.job.waiting[certname] = node
 
     def bounced(self, envelope_id: str, now: float) -> None:
         """The broker could not deliver the message sent with this envelope id."""

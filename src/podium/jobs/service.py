@@ -131,8 +131,13 @@ class JobService:
 
     def events_stored(self, job_id: int) -> asyncio.Event:
         """An event set once new events of the job are stored (for streams to wait on;
-        take a fresh one after each wake-up)."""
+        take a fresh one after each wake-up, and :meth:`forget` it when done)."""
         return self._stored.setdefault(job_id, asyncio.Event())
+
+    def forget(self, job_id: int, stored: asyncio.Event) -> None:
+        """A stream stopped waiting on ``stored``."""
+        if self._stored.get(job_id) is stored and not stored.is_set():
+            del self._stored[job_id]
 
     # -- commands ---------------------------------------------------------------------
 
@@ -410,6 +415,8 @@ class JobService:
                     await asyncio.to_thread(self._write_facts, facts)
                 except PodiumError as exc:
                     log.error("could not store facts (%s); agents send them again", exc.msg)
+                except Exception:
+                    log.exception("dropped facts that could not be stored")
             if not self._changes:
                 continue
             changes, self._changes = self._changes, Changes()

@@ -34,24 +34,30 @@ async def events_stream(
     store = runtime.store
     start = first
     yield b"retry: 1000\n\n"
-    while True:
-        stored = runtime.jobs.events_stored(job_id)  # before reading: no wake-up is missed
-        events = await asyncio.to_thread(store.job_events, job_id, start=start, limit=_PAGE)
-        if events:
-            yield b"".join(sse(e) for e in events)
-            start = events[-1].id + 1
-            if any(e.type == "job_finished" for e in events):
+    stored: asyncio.Event | None = None
+    try:
+        while True:
+            # Taken before reading, so that no wake-up between the two is missed.
+            stored = runtime.jobs.events_stored(job_id)
+            events = await asyncio.to_thread(store.job_events, job_id, start=start, limit=_PAGE)
+            if events:
+                yield b"".join(sse(e) for e in events)
+                start = events[-1].id + 1
+                if any(e.type == "job_finished" for e in events):
+                    return
+                if len(events) == _PAGE:
+                    continue
+            else:
+                job = await asyncio.to_thread(store.get_job, job_id)
+                if job.state in TERMINAL_JOB_STATES:
+                    return  # it ended before the events asked for
+            if await request.is_disconnected():
                 return
-            if len(events) == _PAGE:
-                continue
-        else:
-            job = await asyncio.to_thread(store.get_job, job_id)
-            if job.state in TERMINAL_JOB_STATES:
-                return  # it ended before the events asked for
-        if await request.is_disconnected():
-            return
-        try:
-            async with asyncio.timeout(keepalive):
-                await stored.wait()
-        except TimeoutError:
-            yield b": keepalive\n\n"
+            try:
+                async with asyncio.timeout(keepalive):
+                    await stored.wait()
+            except TimeoutError:
+                yield b": keepalive\n\n"
+    finally:
+        if stored is not None:
+            runtime.jobs.forget(job_id, stored)
