@@ -309,12 +309,20 @@ def job_lines(job: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _error_of(node: Mapping[str, Any]) -> str:
+    """A failed task's own error message (its result's ``_error.msg``), if any."""
+    result = node.get("result")
+    error = result.get("_error") if isinstance(result, Mapping) else None
+    msg = error.get("msg") if isinstance(error, Mapping) else None
+    return msg if isinstance(msg, str) else ""
+
+
 def node_table(nodes: list[Mapping[str, Any]]) -> str:
     """NODE, STATE, DURATION, MESSAGE; a disconnected node says when it is given up."""
     rows = []
     for node in nodes:
         duration = node.get("duration")
-        message = _one_line(str((node.get("details") or {}).get("message") or ""))
+        message = _one_line(str((node.get("details") or {}).get("message") or _error_of(node)))
         away = node.get("disconnected")
         if isinstance(away, Mapping):
             when = parse_timestamp(away.get("give_up_at"))
