@@ -13,6 +13,7 @@ from waiting import DEADLINE, until
 
 from .conftest import api_client
 from .fleet import FakeAgent
+from .jobs_api import set_limits
 
 
 def task_body(nodes: list[str], **extra: Any) -> dict[str, Any]:
@@ -80,9 +81,10 @@ async def test_events_tell_the_story_of_the_job_in_order(api, runtime):
     page = (await api.get(f"/jobs/{job['name']}/events")).json()
     types = [e["type"] for e in page["items"]]
     assert types == ["job_running", "node_running", "node_finished", "job_finished"]
-    assert page["items"][0]["details"]["node"] == "web-01"
+    assert page["items"][1]["details"]["node"] == "web-01"
     # A final event carries the node's result, so a watcher needs no other call.
-    assert page["items"][1]["details"]["result"] == {"_output": "hi\n"}
+    assert page["items"][2]["details"]["result"] == {"_output": "hi\n"}
+    assert page["items"][3]["details"] == {"state": "finished"}
     nxt = page["next-events"]["event"]
     later = (await api.get(f"/jobs/{job['name']}/events", params={"start": nxt})).json()
     assert later["items"] == []
@@ -156,15 +158,18 @@ async def test_a_node_that_reconnects_mid_job_gets_the_request_again(api, runtim
     assert job["state"] == "finished"
 
 
-async def test_a_node_that_stays_away_past_the_grace_period_fails(api, runtime):
-    runtime.jobs.reconnect_grace = 0.05
+async def test_a_node_that_stays_away_past_the_grace_period_ends_errored(api, runtime):
+    set_limits(runtime, reconnect_grace=0.05)
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
     job_id = await start(api, task_body(["web-01"]))
     agent.disconnect()
     await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     nodes = (await api.get(f"/jobs/{job_id}/nodes")).json()["items"]
-    assert nodes[0]["state"] == "failed"
+    assert nodes[0]["state"] == "errored"
     assert "did not come back within" in nodes[0]["details"]["message"]
+    assert nodes[0]["disconnected"] is None  # given up on: no longer waited for
+    job = (await api.get(f"/jobs/{job_id}")).json()
+    assert job["state"] == "failed"
 
 
 async def test_a_duplicate_final_result_is_acknowledged_again_and_changes_nothing(api, runtime):
@@ -277,12 +282,13 @@ async def test_task_input_too_big_for_a_message_is_refused_before_any_job(api, r
 
 
 async def test_a_result_arriving_after_the_grace_period_corrects_node_and_job(api, runtime):
-    runtime.jobs.reconnect_grace = 0.05
+    set_limits(runtime, reconnect_grace=0.05)
     agent = FakeAgent(runtime.broker, "web-01", lambda request: None)
     job_id = await start(api, task_body(["web-01"]))
     agent.disconnect()
     await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "failed"
+    assert await node_state(api, job_id, "errored")
 
     agent.connect()
     (request, *_) = agent.requests
@@ -294,6 +300,9 @@ async def test_a_result_arriving_after_the_grace_period_corrects_node_and_job(ap
     assert "arrived after the node was given up on" in node["details"]["message"]
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "finished"
     assert agent.acks == [request.transaction_id]
+    events = (await api.get(f"/jobs/{job_id}/events")).json()["items"]
+    assert [e["type"] for e in events][-3:] == ["node_errored", "job_finished", "node_finished"]
+    assert events[-1]["details"]["late"] is True
 
 
 async def test_the_server_deletes_jobs_older_than_the_retention_period(settings):
@@ -301,7 +310,7 @@ async def test_the_server_deletes_jobs_older_than_the_retention_period(settings)
     from datetime import timedelta
 
     from podium.errors import NotFound
-    from podium.store import Store
+    from podium.store import JobUpdate, Store
 
     long_ago = datetime.now(UTC) - timedelta(days=3)
     with Store(settings.db_url) as store:
@@ -310,12 +319,12 @@ async def test_the_server_deletes_jobs_older_than_the_retention_period(settings)
             type="task", owner="admin", environment="production", description="",
             options={}, nodes=[("web-01", "tx-old")], at=long_ago,
         )  # fmt: skip
-        store.set_job_state(old, "finished", long_ago)
+        store.set_job_state(JobUpdate(old, "finished", finished_at=long_ago))
         kept = store.create_job(
             type="task", owner="admin", environment="production", description="",
             options={}, nodes=[("web-01", "tx-kept")], at=datetime.now(UTC),
         )  # fmt: skip
-        store.set_job_state(kept, "finished", datetime.now(UTC))
+        store.set_job_state(JobUpdate(kept, "finished", finished_at=datetime.now(UTC)))
     runtime = Runtime(dataclasses.replace(settings, job_retention_days=2))
 
     async def purged() -> bool:

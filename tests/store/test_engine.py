@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from podium.errors import ConfigError, StoreError, ValidationError
-from podium.store import NewEvent, NodeUpdate, Store
+from podium.store import JobUpdate, NewEvent, NodeUpdate, Store
 from podium.store.engine import database_url
 
 
@@ -68,17 +68,26 @@ def test_timestamps_come_back_as_the_same_instant_in_utc(store: Store) -> None:
         nodes=[("a.example.com", "tx-a")],
         at=at,
     )
+    later = at + timedelta(seconds=2)
+    store.apply_node_updates([NodeUpdate("tx-a", "running", started_at=at, give_up_at=later)])
+    running = store.node_by_transaction("tx-a")
+    assert running is not None and running.give_up_at == later
+    assert running.give_up_at.tzinfo == UTC
     store.apply_node_updates(
-        [
-            NodeUpdate("tx-a", "running", at),
-            NodeUpdate("tx-a", "finished", at + timedelta(seconds=1)),
-        ]
+        [NodeUpdate("tx-a", "finished", finished_at=at + timedelta(seconds=1))]
     )
+    store.set_job_state(JobUpdate(job_id, "running", started_at=at))
 
     node = store.get_node("a.example.com")
     job = store.get_job(job_id)
     [job_node], _ = store.job_nodes(job_id)
-    for value in (node.first_seen, node.facts_timestamp, job.created_at, job_node.started_at):
+    for value in (
+        node.first_seen,
+        node.facts_timestamp,
+        job.created_at,
+        job.started_at,
+        job_node.started_at,
+    ):
         assert value == at
         assert value is not None and value.tzinfo == UTC
         assert value.hour == 12  # 14:30 at UTC+2
@@ -98,10 +107,22 @@ def test_naive_timestamps_are_refused_because_their_zone_is_unknown(store: Store
         nodes=[("a.example.com", "tx-a")],
         at=datetime.now(UTC),
     )
-    with pytest.raises(ValidationError, match=r"no time zone"):
-        store.apply_node_updates([NodeUpdate("tx-a", "running", naive)])
-    with pytest.raises(ValidationError, match=r"no time zone"):
-        store.set_job_state(job_id, "running", naive)
+    for update in (
+        NodeUpdate("tx-a", "running", started_at=naive),
+        NodeUpdate("tx-a", "finished", finished_at=naive),
+        NodeUpdate("tx-a", "running", give_up_at=naive),
+    ):
+        with pytest.raises(ValidationError, match=r"no time zone"):
+            store.apply_node_updates([update])
+    for job in (
+        JobUpdate(job_id, "running", started_at=naive),
+        JobUpdate(job_id, "finished", finished_at=naive),
+    ):
+        with pytest.raises(ValidationError, match=r"no time zone"):
+            store.set_job_state(job)
+    node = store.node_by_transaction("tx-a")
+    assert node is not None and node.state == "new"
+    assert store.get_job(job_id).state == "new"
 
 
 def test_values_that_are_not_json_are_refused(store: Store) -> None:
@@ -117,7 +138,7 @@ def test_values_that_are_not_json_are_refused(store: Store) -> None:
     calls: list[Callable[[], object]] = [
         lambda: store.record_facts("a.example.com", {"when": object()}, datetime.now(UTC)),
         lambda: store.apply_node_updates(
-            [NodeUpdate("tx-a", "finished", datetime.now(UTC), result={"x": {1, 2}})]
+            [NodeUpdate("tx-a", "finished", finished_at=datetime.now(UTC), result={"x": {1, 2}})]
         ),
         lambda: store.add_events([NewEvent(job_id, "x", datetime.now(UTC), details={"y": b"z"})]),
     ]

@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import event
 
 from podium.errors import NotFound, ValidationError
-from podium.store import JOB_ORDERINGS, NewEvent, NodeUpdate, Store
+from podium.store import JOB_ORDERINGS, JobUpdate, NewEvent, NodeUpdate, Store
+
+from .updates import moved
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
@@ -133,20 +135,37 @@ def test_a_transaction_id_of_another_job_is_refused_and_nothing_is_written(store
 # Job state
 
 
-def test_a_running_job_records_its_first_start_and_a_finished_one_its_end(store: Store) -> None:
+def test_a_job_keeps_its_first_start_and_takes_each_end_it_is_given(store: Store) -> None:
     job_id = create_job(store)
-    store.set_job_state(job_id, "ready", at(1))
+    store.set_job_state(JobUpdate(job_id, "ready"))
     assert store.get_job(job_id).started_at is None
-    store.set_job_state(job_id, "running", at(2))
-    store.set_job_state(job_id, "running", at(3))
-    store.set_job_state(job_id, "finished", at(4))
+    store.set_job_state(JobUpdate(job_id, "running", started_at=at(2)))
+    store.set_job_state(JobUpdate(job_id, "running", started_at=at(3)))
+    store.set_job_state(JobUpdate(job_id, "finished", finished_at=at(4)))
     job = store.get_job(job_id)
     assert (job.state, job.started_at, job.finished_at) == ("finished", at(2), at(4))
+
+    # A late result corrects the outcome: a new end replaces, no end keeps the stored one.
+    store.set_job_state(JobUpdate(job_id, "failed", finished_at=at(5)))
+    assert store.get_job(job_id).finished_at == at(5)
+    store.set_job_state(JobUpdate(job_id, "finished"))
+    job = store.get_job(job_id)
+    assert (job.state, job.started_at, job.finished_at) == ("finished", at(2), at(5))
+
+
+def test_the_store_takes_a_jobs_timestamps_from_the_update_not_from_its_state(
+    store: Store,
+) -> None:
+    job_id = create_job(store)
+    store.set_job_state(JobUpdate(job_id, "running"))
+    store.set_job_state(JobUpdate(job_id, "stopped"))
+    job = store.get_job(job_id)
+    assert (job.state, job.started_at, job.finished_at) == ("stopped", None, None)
 
 
 def test_setting_the_state_of_an_unknown_job_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound) as raised:
-        store.set_job_state(404, "running", T0)
+        store.set_job_state(JobUpdate(404, "running", started_at=T0))
     assert raised.value.kind == "puppetlabs.orchestrator/unknown-job"
 
 
@@ -155,6 +174,7 @@ def test_an_unknown_job_is_not_found_with_the_orchestrator_kind(store: Store) ->
         lambda: store.get_job(404),
         lambda: store.job_nodes(404),
         lambda: store.job_events(404),
+        lambda: store.job_report(404),
     ):
         with pytest.raises(NotFound) as raised:
             read()
@@ -178,13 +198,13 @@ def test_node_updates_record_start_finish_result_and_message(store: Store) -> No
         "exit_code": 0,
         "nested": {"list": [1, 2.5, None, True, {"deep": ["ünïcødé"]}], "empty": {}},
     }
-    store.apply_node_updates([NodeUpdate("tx-a.example.com", "running", at(1))])
+    store.apply_node_updates([moved("tx-a.example.com", "running", at(1))])
     node = store.node_by_transaction("tx-a.example.com")
     assert node is not None
     assert (node.state, node.started_at, node.finished_at) == ("running", at(1), None)
 
     store.apply_node_updates(
-        [NodeUpdate("tx-a.example.com", "finished", at(2), result=result, message="done")]
+        [moved("tx-a.example.com", "finished", at(2), result=result, message="done")]
     )
     node = store.node_by_transaction("tx-a.example.com")
     assert node is not None
@@ -194,20 +214,73 @@ def test_node_updates_record_start_finish_result_and_message(store: Store) -> No
     assert node.message == "done"
 
 
-def test_a_node_that_ends_without_running_gets_both_timestamps(store: Store) -> None:
+def test_the_store_takes_a_nodes_timestamps_from_the_update_not_from_its_state(
+    store: Store,
+) -> None:
+    create_job(store, ["a.example.com", "b.example.com"])
+    store.apply_node_updates(
+        [
+            NodeUpdate("tx-a.example.com", "skipped", finished_at=at(5)),
+            NodeUpdate("tx-b.example.com", "running"),
+        ]
+    )
+    a = store.node_by_transaction("tx-a.example.com")
+    b = store.node_by_transaction("tx-b.example.com")
+    assert a is not None and b is not None
+    assert (a.state, a.started_at, a.finished_at) == ("skipped", None, at(5))
+    assert (b.state, b.started_at, b.finished_at) == ("running", None, None)
+
+
+def test_a_nodes_start_is_kept_once_set_and_its_end_is_replaced(store: Store) -> None:
     create_job(store, ["a.example.com"])
-    store.apply_node_updates([NodeUpdate("tx-a.example.com", "skipped", at(5))])
+    store.apply_node_updates([NodeUpdate("tx-a.example.com", "running", started_at=at(1))])
+    store.apply_node_updates(
+        [NodeUpdate("tx-a.example.com", "errored", started_at=at(2), finished_at=at(3))]
+    )
     node = store.node_by_transaction("tx-a.example.com")
     assert node is not None
-    assert (node.state, node.started_at, node.finished_at) == ("skipped", at(5), at(5))
+    assert (node.state, node.started_at, node.finished_at) == ("errored", at(1), at(3))
+
+    # A result that arrives after the node was given up on replaces the end...
+    store.apply_node_updates([NodeUpdate("tx-a.example.com", "finished", finished_at=at(9))])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None
+    assert (node.state, node.started_at, node.finished_at) == ("finished", at(1), at(9))
+    # ...and an update without one leaves it alone.
+    store.apply_node_updates([NodeUpdate("tx-a.example.com", "finished")])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None and node.finished_at == at(9)
+
+
+def test_every_node_update_writes_give_up_at_and_none_clears_it(store: Store) -> None:
+    create_job(store, ["a.example.com"])
+    running = NodeUpdate("tx-a.example.com", "running", started_at=at(1))
+    store.apply_node_updates([running])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None and node.give_up_at is None
+
+    # The agent dropped: the node is given up on at 301 s unless it is back.
+    store.apply_node_updates([NodeUpdate("tx-a.example.com", "running", give_up_at=at(301))])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None
+    assert (node.state, node.started_at, node.give_up_at) == ("running", at(1), at(301))
+    store.apply_node_updates([NodeUpdate("tx-a.example.com", "running", give_up_at=at(400))])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None and node.give_up_at == at(400)
+
+    # It reconnected: the next update (which names no give_up_at) clears it.
+    store.apply_node_updates([running])
+    node = store.node_by_transaction("tx-a.example.com")
+    assert node is not None
+    assert (node.state, node.started_at, node.give_up_at) == ("running", at(1), None)
 
 
 def test_later_updates_keep_the_first_start_and_what_they_do_not_set(store: Store) -> None:
     create_job(store, ["a.example.com"])
     store.apply_node_updates(
-        [NodeUpdate("tx-a.example.com", "running", at(1), result={"pid": 42}, message="queued")]
+        [moved("tx-a.example.com", "running", at(1), result={"pid": 42}, message="queued")]
     )
-    store.apply_node_updates([NodeUpdate("tx-a.example.com", "running", at(2))])
+    store.apply_node_updates([moved("tx-a.example.com", "running", at(2))])
     node = store.node_by_transaction("tx-a.example.com")
     assert node is not None
     assert (node.started_at, node.result, node.message) == (at(1), {"pid": 42}, "queued")
@@ -217,10 +290,10 @@ def test_updates_of_one_node_in_one_batch_apply_in_order(store: Store) -> None:
     create_job(store, ["a.example.com", "b.example.com"])
     store.apply_node_updates(
         [
-            NodeUpdate("tx-b.example.com", "running", at(1)),
-            NodeUpdate("tx-a.example.com", "running", at(1)),
-            NodeUpdate("tx-b.example.com", "failed", at(2), message="exit 1"),
-            NodeUpdate("tx-a.example.com", "finished", at(3)),
+            moved("tx-b.example.com", "running", at(1)),
+            moved("tx-a.example.com", "running", at(1)),
+            moved("tx-b.example.com", "failed", at(2), message="exit 1"),
+            moved("tx-a.example.com", "finished", at(3)),
         ]
     )
     nodes, _ = store.job_nodes(store.list_jobs()[0][0].id)
@@ -232,7 +305,7 @@ def test_updates_of_one_node_in_one_batch_apply_in_order(store: Store) -> None:
 
 def test_updates_for_unknown_transaction_ids_are_ignored(store: Store) -> None:
     job_id = create_job(store, ["a.example.com"])
-    store.apply_node_updates([NodeUpdate("tx-nobody", "finished", at(1))])
+    store.apply_node_updates([moved("tx-nobody", "finished", at(1))])
     assert store.get_job(job_id).node_states == {"new": 1}
     assert store.node_by_transaction("tx-nobody") is None
 
@@ -241,9 +314,9 @@ def test_node_states_count_the_nodes_in_each_state_they_are_in(store: Store) -> 
     job_id = create_job(store, certnames(6))
     names = certnames(6)
     store.apply_node_updates(
-        [NodeUpdate(f"tx-{n}", "running", at(1)) for n in names[:5]]
-        + [NodeUpdate(f"tx-{n}", "finished", at(2)) for n in names[:3]]
-        + [NodeUpdate(f"tx-{names[3]}", "failed", at(2))]
+        [moved(f"tx-{n}", "running", at(1)) for n in names[:5]]
+        + [moved(f"tx-{n}", "finished", at(2)) for n in names[:3]]
+        + [moved(f"tx-{names[3]}", "failed", at(2))]
     )
     assert store.get_job(job_id).node_states == {"finished": 3, "failed": 1, "running": 1, "new": 1}
 
@@ -251,9 +324,9 @@ def test_node_states_count_the_nodes_in_each_state_they_are_in(store: Store) -> 
 def test_five_thousand_node_updates_are_one_statement_each(store: Store) -> None:
     names = certnames(5_000)
     job_id = create_job(store, names)
-    running = [NodeUpdate(f"tx-{n}", "running", at(1)) for n in names]
+    running = [moved(f"tx-{n}", "running", at(1)) for n in names]
     finished = [
-        NodeUpdate(f"tx-{n}", "finished", at(2 + i / 1000), result={"exit_code": 0, "n": i})
+        moved(f"tx-{n}", "finished", at(2 + i / 1000), result={"exit_code": 0, "n": i})
         for i, n in enumerate(names)
     ]
     with statements(store) as sent:
@@ -279,9 +352,9 @@ def test_node_updates_from_several_threads_at_once_all_land(store: Store) -> Non
         try:
             for start in range(0, len(mine), batch):
                 chunk = mine[start : start + batch]
-                store.apply_node_updates([NodeUpdate(f"tx-{n}", "running", at(1)) for n in chunk])
+                store.apply_node_updates([moved(f"tx-{n}", "running", at(1)) for n in chunk])
                 store.apply_node_updates(
-                    [NodeUpdate(f"tx-{n}", "finished", at(2), result={"by": index}) for n in chunk]
+                    [moved(f"tx-{n}", "finished", at(2), result={"by": index}) for n in chunk]
                 )
         except BaseException as error:
             errors.append(error)
@@ -304,6 +377,94 @@ def test_node_updates_from_several_threads_at_once_all_land(store: Store) -> Non
     assert store.get_job(job_id).node_states == {"finished": len(names)}
     nodes, _ = store.job_nodes(job_id)
     assert all(n.result == {"by": i % threads_count} for i, n in enumerate(nodes))
+
+
+# One flush of the job core: nodes, events and jobs together
+
+
+def flush_of(job_id: int) -> tuple[list[NodeUpdate], list[NewEvent], list[JobUpdate]]:
+    """What the job core writes when a job's two nodes start at once."""
+    nodes = [
+        moved("tx-a.example.com", "running", at(1)),
+        moved("tx-b.example.com", "running", at(1)),
+    ]
+    events = [
+        NewEvent(job_id, "job_running", at(1), message=f"job {job_id} running"),
+        NewEvent(job_id, "node_running", at(1), certname="a.example.com"),
+        NewEvent(job_id, "node_running", at(1), certname="b.example.com"),
+    ]
+    return nodes, events, [JobUpdate(job_id, "running", started_at=at(1))]
+
+
+def test_job_changes_are_written_together_in_one_transaction(store: Store) -> None:
+    job_id = create_job(store, ["a.example.com", "b.example.com"])
+    nodes, events, jobs = flush_of(job_id)
+    commits: list[object] = []
+
+    def committed(connection: Any) -> None:
+        commits.append(connection)
+
+    event.listen(store._engine, "commit", committed)
+    try:
+        with statements(store) as sent:
+            store.write_job_changes(nodes, events, jobs)
+    finally:
+        event.remove(store._engine, "commit", committed)
+    assert len(writes(sent)) == 3  # the nodes at once, the events at once, the job
+    assert len(commits) == 1
+    job = store.get_job(job_id)
+    assert (job.state, job.started_at, job.node_states) == ("running", at(1), {"running": 2})
+    assert [e.type for e in store.job_events(job_id)] == [
+        "job_running",
+        "node_running",
+        "node_running",
+    ]
+
+
+def test_a_flush_naming_an_unknown_job_stores_none_of_its_changes(store: Store) -> None:
+    job_id = create_job(store, ["a.example.com", "b.example.com"])
+    nodes, events, jobs = flush_of(job_id)
+    with pytest.raises(NotFound) as raised:
+        store.write_job_changes(nodes, events, [*jobs, JobUpdate(404, "running")])
+    assert raised.value.kind == "puppetlabs.orchestrator/unknown-job"
+    job = store.get_job(job_id)
+    assert (job.state, job.started_at, job.node_states) == ("new", None, {"new": 2})
+    assert store.job_events(job_id) == []
+
+
+def test_a_flush_with_an_event_of_an_unknown_job_stores_none_of_its_changes(
+    store: Store,
+) -> None:
+    job_id = create_job(store, ["a.example.com", "b.example.com"])
+    nodes, events, jobs = flush_of(job_id)
+    with pytest.raises(NotFound) as raised:
+        store.write_job_changes(nodes, [*events, NewEvent(404, "node_running", at(1))], jobs)
+    assert raised.value.details == {"id": 404}
+    assert store.get_job(job_id).node_states == {"new": 2}
+    assert store.job_events(job_id) == []
+
+
+def test_writing_a_flush_again_after_a_failure_stores_each_event_once(store: Store) -> None:
+    job_id = create_job(store, ["a.example.com", "b.example.com"])
+    nodes, events, jobs = flush_of(job_id)
+    with pytest.raises(NotFound):
+        store.write_job_changes(nodes, events, [JobUpdate(404, "running"), *jobs])
+    # The job service keeps a flush that failed and writes it again (here, without the
+    # update that broke it): nothing of the first attempt is left to double.
+    store.write_job_changes(nodes, events, jobs)
+    stored = store.job_events(job_id)
+    assert [(e.type, e.certname) for e in stored] == [
+        ("job_running", None),
+        ("node_running", "a.example.com"),
+        ("node_running", "b.example.com"),
+    ]
+    assert store.get_job(job_id).node_states == {"running": 2}
+
+
+def test_an_empty_flush_writes_nothing(store: Store) -> None:
+    with statements(store) as sent:
+        store.write_job_changes([], [], [])
+    assert sent == []
 
 
 # Reading jobs and their nodes
@@ -336,7 +497,7 @@ def test_list_jobs_orders_by_each_column_the_api_offers(store: Store, order_by: 
             description=description,
             created=created,
         )
-        store.set_job_state(job_id, state, created)
+        store.set_job_state(JobUpdate(job_id, state))
         ids[owner] = job_id
     expected = {
         "owner": ["alice", "bob", "carol"],
@@ -359,6 +520,33 @@ def test_list_jobs_filters_by_type(store: Store) -> None:
     assert ([j.id for j in jobs], total) == ([deploy], 1)
     assert store.list_jobs(type="task")[1] == 2
     assert store.list_jobs(type="plan_task") == ([], 0)
+
+
+def test_list_jobs_filters_by_state_and_owner_and_counts_what_matches(store: Store) -> None:
+    specs = [
+        ("alice", "running"),
+        ("bob", "running"),
+        ("alice", "finished"),
+        ("alice", "running"),
+        ("carol", "failed"),
+    ]
+    ids = []
+    for i, (owner, state) in enumerate(specs):
+        job_id = create_job(store, prefix=f"j{i}", owner=owner, created=at(i))
+        store.set_job_state(JobUpdate(job_id, state))
+        ids.append(job_id)
+
+    running, total = store.list_jobs(state="running", order="asc")
+    assert ([j.id for j in running], total) == ([ids[0], ids[1], ids[3]], 3)
+    alices, total = store.list_jobs(owner="alice", order="asc")
+    assert ([j.id for j in alices], total) == ([ids[0], ids[2], ids[3]], 3)
+    both, total = store.list_jobs(owner="alice", state="running", limit=1, order="asc")
+    assert ([j.id for j in both], total) == ([ids[0]], 2)  # the total counts every page
+    assert store.list_jobs(owner="alice", state="running", offset=1)[0][0].id == ids[0]
+    assert store.list_jobs(owner="carol", state="running") == ([], 0)
+    assert store.list_jobs(owner="nobody") == ([], 0)
+    assert store.list_jobs(type="task", state="failed")[1] == 1
+    assert store.list_jobs(type="deploy", state="failed") == ([], 0)
 
 
 def test_list_jobs_refuses_an_unknown_order_by_and_names_the_valid_ones(store: Store) -> None:
@@ -390,7 +578,7 @@ def test_list_jobs_refuses_bad_paging_and_order(
 def test_job_nodes_filter_by_state_and_page_with_the_total(store: Store) -> None:
     names = certnames(10)
     job_id = create_job(store, list(reversed(names)))
-    store.apply_node_updates([NodeUpdate(f"tx-{n}", "failed", at(1)) for n in names[::2]])
+    store.apply_node_updates([moved(f"tx-{n}", "failed", at(1)) for n in names[::2]])
 
     failed, total = store.job_nodes(job_id, state="failed", limit=2, offset=1)
     assert total == 5
@@ -400,6 +588,32 @@ def test_job_nodes_filter_by_state_and_page_with_the_total(store: Store) -> None
     everything, total = store.job_nodes(job_id)
     assert [n.certname for n in everything] == names and total == 10
     assert store.job_nodes(job_id, state="finished") == ([], 0)
+
+
+def test_job_report_gives_each_node_with_the_ids_of_its_events(store: Store) -> None:
+    job_id = create_job(store, ["c.example.com", "a.example.com", "b.example.com"])
+    other = create_job(store, ["a.example.com"], prefix="other")
+    store.write_job_changes(
+        [moved("tx-a.example.com", "finished", at(2)), moved("tx-b.example.com", "running", at(1))],
+        [
+            NewEvent(job_id, "job_running", at(1)),
+            NewEvent(job_id, "node_running", at(1), certname="a.example.com"),
+            NewEvent(other, "node_running", at(1), certname="a.example.com"),
+            NewEvent(job_id, "node_running", at(1), certname="b.example.com"),
+            NewEvent(job_id, "node_finished", at(2), certname="a.example.com"),
+        ],
+    )
+    ids = [e.id for e in store.job_events(job_id)]
+    nodes, events = store.job_report(job_id)
+    assert [(n.certname, n.state, n.finished_at) for n in nodes] == [
+        ("a.example.com", "finished", at(2)),
+        ("b.example.com", "running", None),
+        ("c.example.com", "new", None),
+    ]
+    # Job-wide events and the other job's are no node's; a node without any has none.
+    assert events == {"a.example.com": [ids[1], ids[3]], "b.example.com": [ids[2]]}
+    with pytest.raises(NotFound):
+        store.job_report(404)
 
 
 def test_node_by_transaction_finds_the_node_of_any_job(store: Store) -> None:
@@ -416,13 +630,13 @@ def test_unfinished_jobs_and_nodes_leave_out_the_terminal_ones(store: Store) -> 
     ids = {}
     for state in ("new", "running", "stopping", "stopped", "finished", "failed"):
         ids[state] = create_job(store, ["a.example.com", "b.example.com"], prefix=state)
-        store.set_job_state(ids[state], state, at(1))
+        store.set_job_state(JobUpdate(ids[state], state))
     assert [j.id for j in store.unfinished_jobs()] == [ids["new"], ids["running"], ids["stopping"]]
 
     job_id = create_job(store, certnames(6), prefix="nodes")
     states = ["new", "running", "finished", "failed", "errored", "skipped"]
     store.apply_node_updates(
-        [NodeUpdate(f"nodes-{n}", s, at(2)) for n, s in zip(certnames(6), states, strict=True)]
+        [moved(f"nodes-{n}", s, at(2)) for n, s in zip(certnames(6), states, strict=True)]
     )
     unfinished = store.unfinished_nodes(job_id)
     assert [(n.certname, n.state) for n in unfinished] == [
@@ -535,11 +749,11 @@ def test_purge_deletes_jobs_that_ended_before_the_cutoff_with_their_nodes_and_ev
     store: Store,
 ) -> None:
     old = create_job(store, ["a.example.com"], prefix="old", created=at(1))
-    store.apply_node_updates([NodeUpdate("old-a.example.com", "finished", at(2), result={})])
+    store.apply_node_updates([moved("old-a.example.com", "finished", at(2), result={})])
     store.add_events([NewEvent(old, "job_finished", at(2))])
-    store.set_job_state(old, "finished", at(2))
+    store.set_job_state(JobUpdate(old, "finished", finished_at=at(2)))
     recent = create_job(store, ["a.example.com"], prefix="new", created=at(1))
-    store.set_job_state(recent, "finished", at(20))
+    store.set_job_state(JobUpdate(recent, "finished", finished_at=at(20)))
     running = create_job(store, ["b.example.com"], prefix="run", created=at(1))
 
     assert store.purge_jobs(finished_before=at(10)) == 1

@@ -13,9 +13,10 @@ A job kind (:class:`JobKind`: a task run now, Puppet runs and plan steps later) 
 the request for a node and the node state for a result; everything else is here.
 
 Node phases: ``queued`` (not started), ``waiting`` (offline, waiting to connect within the
-job's ``offline_ttl``), ``ready`` (connected since, waiting for its turn), ``sent`` (request sent, not yet accepted), ``running`` (accepted),
-``ended``. A node given up on (its agent gone past the grace period, or silent past its
-deadline) ends ``errored``; should its result arrive later, it replaces that.
+job's ``offline_ttl``), ``ready`` (connected since, waiting for its turn), ``sent``
+(request sent, not yet accepted), ``running`` (accepted), ``ended``. A node given up on
+(its agent gone past the grace period, or silent past its deadline) ends ``errored``;
+should its result arrive later, it replaces that.
 """
 
 from __future__ import annotations
@@ -356,8 +357,9 @@ class JobCore:
                 self._watch(node)
                 if stored.certname in self._connected:
                     self._send_request(node, now)
-                else:
-                    node.give_up_at = now + self.limits.reconnect_grace
+                elif self._link_up:
+                    self._lost(node, now)
+                # else: the broker's inventory, once known, says who is away (see link())
                 self._arm(node)
             else:
                 job.queue.append(node)
@@ -406,6 +408,10 @@ class JobCore:
         """The broker connection is up (its inventory known) or down: nothing starts while
         it is down, and nodes waiting for it start once it is back."""
         self._link_up = up
+        if up:  # the inventory is known: who was running and is not listed is away
+            for node in list(self._nodes.values()):
+                if node.phase in ("sent", "running") and node.certname not in self._connected:
+                    self._lost(node, now)
         self._pump(now)
 
     def connected(self, certname: str, now: float) -> None:

@@ -79,7 +79,8 @@ class JobService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._finished: dict[int, asyncio.Event] = {}
-        self._stored: dict[int, asyncio.Event] = {}  # job → set when new events are stored
+        # job → the streams' wake-ups, set when new events of it are stored
+        self._stored: dict[int, set[asyncio.Event]] = {}
         # Round trips under way: transaction id → (certname, answer)
         self._probes: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
         link.on_message = self._on_message
@@ -130,14 +131,19 @@ class JobService:
             await event.wait()
 
     def events_stored(self, job_id: int) -> asyncio.Event:
-        """An event set once new events of the job are stored (for streams to wait on;
-        take a fresh one after each wake-up, and :meth:`forget` it when done)."""
-        return self._stored.setdefault(job_id, asyncio.Event())
+        """A wake-up set once new events of the job are stored (for a stream to wait on;
+        take a fresh one after each, and :meth:`forget` the last)."""
+        stored = asyncio.Event()
+        self._stored.setdefault(job_id, set()).add(stored)
+        return stored
 
     def forget(self, job_id: int, stored: asyncio.Event) -> None:
         """A stream stopped waiting on ``stored``."""
-        if self._stored.get(job_id) is stored and not stored.is_set():
-            del self._stored[job_id]
+        waiting = self._stored.get(job_id)
+        if waiting is not None:
+            waiting.discard(stored)
+            if not waiting:
+                del self._stored[job_id]
 
     # -- commands ---------------------------------------------------------------------
 
@@ -253,15 +259,19 @@ class JobService:
                 kind="puppetlabs.orchestrator/empty-target",
             )
         options = job.options
+        # In the first job's order where it was a node list (it decides who goes first).
+        given = options.get("scope", {}).get("nodes") or []
+        order = {c: i for i, c in enumerate(given) if isinstance(c, str)}
+        nodes.sort(key=lambda c: (order.get(c, len(order)), c))
         return await self.run_task(
             task=options["task"],
             params=self._input(options),
-            nodes=sorted(nodes),
+            nodes=nodes,
             environment=job.environment,
             description=job.description,
             owner=owner,
             noop=bool(options.get("noop")),
-            scope={"nodes": sorted(nodes)} if only_failed else options.get("scope"),
+            scope={"nodes": nodes} if only_failed else options.get("scope"),
             pace={k: options[k] for k in PACE_OPTIONS if k in options},
         )
 
@@ -438,8 +448,7 @@ class JobService:
                 ack = msg.ResultAck(transaction_id=txid)
                 self.link.send(self.link.make(ack, pcp.make_uri(certname, "agent")))
             for job_id in {e.job_id for e in changes.events}:
-                stored = self._stored.pop(job_id, None)
-                if stored is not None:
+                for stored in self._stored.pop(job_id, ()):
                     stored.set()
             for job_id in changes.ended_jobs:
                 done = self._finished.pop(job_id, None)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from podium.errors import NotFound, ValidationError
 from podium.inventory.targeting import EMPTY_TARGET, Target, parse_scope, resolve
@@ -57,7 +57,8 @@ class PaceFields(_Strict):
         Field(description='nodes per batch, a number or a percentage such as "10%"'),
     ] = None
     batch_sleep: Annotated[
-        StrictInt | float | None, Field(ge=0, le=86400, description="seconds between batches")
+        StrictInt | StrictFloat | None,
+        Field(ge=0, le=86400, description="seconds between batches"),
     ] = None
     fail_fast: StrictBool = False
     timeout: Annotated[Seconds, Field(description="seconds a node's run may take")] = None

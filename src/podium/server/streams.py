@@ -35,6 +35,7 @@ async def events_stream(
     start = first
     yield b"retry: 1000\n\n"
     stored: asyncio.Event | None = None
+    ending = False
     try:
         while True:
             # Taken before reading, so that no wake-up between the two is missed.
@@ -47,10 +48,15 @@ async def events_stream(
                     return
                 if len(events) == _PAGE:
                     continue
-            else:
+            if ending:
+                return  # the job had ended, and what it stored until then has been sent
+            # A job this server runs is not over; any other may have ended before the
+            # events asked for (or have only late results after its job_finished).
+            if runtime.jobs.core.job_state(job_id) is None:
                 job = await asyncio.to_thread(store.get_job, job_id)
                 if job.state in TERMINAL_JOB_STATES:
-                    return  # it ended before the events asked for
+                    ending = True  # read once more: its last events may be just stored
+                    continue
             if await request.is_disconnected():
                 return
             try:
