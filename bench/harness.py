@@ -174,11 +174,68 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) ->
         time.sleep(0.05)
 
 
+def listening(port: int) -> bool:
+    """Whether a socket of this host listens on TCP ``port`` (from /proc/net: no probe
+    connection, which a full accept queue would hold up)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
 def _tail(log: Path, what: str) -> None:
     if log.exists():
         lines = log.read_text(errors="replace").splitlines()[-20:]
         if lines:
             print(f"--- {what} log (last lines) ---", *lines, sep="\n", file=sys.stderr)
+
+
+def broker_args(root: Path, port: int) -> list[str]:
+    """``podium`` arguments of the standalone broker of :func:`running_server`."""
+    return [
+        *("broker", "--cadir", str(root / "server" / "ca")),
+        *("--ssldir", str(root / "broker-ssl"), "--controller", SERVER_CERTNAME),
+        *("--port", str(port), "--log-level", "warning"),
+    ]
+
+
+@dataclass
+class BrokerRestart:
+    """When a standalone broker was killed and when its successor listened again."""
+
+    killed_at: float  # time.monotonic() once the old process was reaped
+    started_at: float  # the new process spawned
+    listening_at: float  # a socket listened on its port (/proc/net/tcp)
+    pid: int  # the new process
+
+
+def restart_broker(demo: Demo, server: ServerInfo, *, down: float = 0.0) -> BrokerRestart:
+    """SIGKILL the standalone broker of :func:`running_server` and start it again on the
+    same port after ``down`` seconds; ``server.broker_pid`` is updated. The new process
+    joins ``demo.procs``, so it is stopped with the rest."""
+    if server.broker_pid is None:
+        raise ValueError("the server has no standalone broker (standalone_broker=True)")
+    old = next(p for p in demo.procs if p.pid == server.broker_pid)
+    port = int(server.broker_url.split(":")[2].split("/")[0])
+    old.kill()
+    old.wait()
+    killed = time.monotonic()
+    if down > 0:
+        time.sleep(down)
+    root = server.datadir.parent
+    started = time.monotonic()
+    broker = demo._spawn(broker_args(root, port), root / "broker.log")
+    server.broker_pid = broker.pid
+    deadline = started + 30
+    while not listening(port):
+        if broker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the broker does not listen on {port} (exit {broker.poll()})")
+        time.sleep(0.005)
+    return BrokerRestart(killed, started, time.monotonic(), broker.pid)
 
 
 @contextlib.contextmanager
@@ -214,14 +271,7 @@ def running_server(
         if ca_dir is not None:
             shutil.copytree(ca_dir, root / "server" / "ca")
         if standalone_broker:
-            broker = demo._spawn(
-                [
-                    *("broker", "--cadir", str(root / "server" / "ca")),
-                    *("--ssldir", str(root / "broker-ssl"), "--controller", SERVER_CERTNAME),
-                    *("--port", str(demo.broker_port), "--log-level", "warning"),
-                ],
-                root / "broker.log",
-            )
+            broker = demo._spawn(broker_args(root, demo.broker_port), root / "broker.log")
             _wait_port(demo.broker_port, broker)
         for name, value in env.items():
             if value:
@@ -277,11 +327,11 @@ class JobRun:
 class Api:
     """The orchestrator API over one kept-alive HTTPS connection."""
 
-    def __init__(self, server: ServerInfo) -> None:
+    def __init__(self, server: ServerInfo, *, timeout: float = 120) -> None:
         self._http = httpx.Client(
             base_url=server.url + "/orchestrator/v1",
             verify=ssl.create_default_context(cafile=str(server.cacert)),
-            timeout=120,
+            timeout=timeout,
             headers={"X-Authentication": (server.datadir / "admin-token").read_text().strip()},
         )
 

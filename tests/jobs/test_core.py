@@ -621,3 +621,27 @@ def test_a_percentage_batch_is_a_share_of_the_job_s_nodes(percent: int) -> None:
 
     assert batch_size(f"{percent}%", 20) == 20 * percent // 100
     assert batch_size("1%", 5) == 1
+
+
+def test_after_a_restart_nodes_not_started_wait_for_their_agents_to_reconnect() -> None:
+    w = World(Limits(reconnect_grace=300))
+    w.core = JobCore(Limits(reconnect_grace=300), link_up=False)
+    w.core.resume_job(
+        4,
+        Echo(),
+        [ResumedNode(n, f"tx-4-{n}", "new") for n in ("a", "b")],
+        w.now,
+        state="running",
+        created=T0,
+        started=T0,
+        ended={},
+    )
+    w.core.link(True, w.now)  # the inventory lists neither agent yet
+    w.drain()
+    assert w.final_events() == []
+    w.core.connected("a", w.now + 10)
+    w.drain()
+    assert [r.transaction_id for r in w.requests()] == ["tx-4-a"]
+    w.advance(300)
+    (gone,) = [e for e in w.final_events() if e.certname == "b"]
+    assert gone.message == "node b did not connect within 5 min of a server restart"

@@ -185,6 +185,7 @@ class _Job:
         "queue",
         "ready_now",
         "remaining",
+        "resumed_wait",
         "started",
         "state",
         "stop_by",
@@ -215,7 +216,8 @@ class _Job:
         self.halted = False  # fail-fast: a node failed, nothing new starts
         self.aborted: str | None = None  # why the job was cut short (its timeout)
         self.timeout_at: float | None = None
-        self.ttl_at: float | None = None
+        self.ttl_at: float | None = None  # offline nodes may wait until then
+        self.resumed_wait = False  # ttl_at is the grace after a restart
 
     @property
     def done(self) -> bool:
@@ -368,6 +370,13 @@ class JobCore:
         if job.stop_by is not None:
             self._skip_unstarted(job, now, f"not started: the job was stopped by {job.stop_by}")
         self._arm_job(job)
+        # Agents reconnect after a restart at their own pace: nodes not started yet wait
+        # for them as long as a running node's agent may take to come back.
+        grace_until = now + self.limits.reconnect_grace
+        if job.ttl_at is None or job.ttl_at < grace_until:
+            job.ttl_at = grace_until
+            job.resumed_wait = True
+            self._push(grace_until, job)
         if job.remaining == 0:
             self._finish(job, now)
         self._pump(now)
@@ -547,7 +556,7 @@ class JobCore:
             self._take(job, node, now)
             if node.certname in self._connected:
                 self._send_new(node, now)
-            elif job.pace.offline_ttl is not None and (job.ttl_at is None or now < job.ttl_at):
+            elif job.ttl_at is not None and now < job.ttl_at:
                 node.phase = "waiting"
                 job.waiting[node.certname] = node
                 self._watch(node)
@@ -821,16 +830,15 @@ class JobCore:
             self._finish(job, now)
             return
         if job.ttl_at is not None and now >= job.ttl_at and job.waiting:
-            ttl = _seconds(job.pace.offline_ttl)
+            if job.resumed_wait:
+                why = f"within {_seconds(self.limits.reconnect_grace)} of a server restart"
+            else:
+                why = f"within the job's offline TTL of {_seconds(job.pace.offline_ttl)}"
             for node in list(job.waiting.values()):
                 if job.waiting.pop(node.certname, None) is None:
                     continue  # skipped meanwhile (fail-fast)
                 self._end(
-                    node,
-                    "failed",
-                    now,
-                    message=f"node {node.certname} did not connect within the job's "
-                    f"offline TTL of {ttl}",
+                    node, "failed", now, message=f"node {node.certname} did not connect {why}"
                 )
         if job.batch_at is not None and now >= job.batch_at:
             job.batch_at = None
