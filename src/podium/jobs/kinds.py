@@ -100,6 +100,24 @@ class TaskRun:
                 )
 
 
+class Unrunnable:
+    """A job whose kind cannot be built again (its task is gone after a restart): its
+    nodes end at once with the reason."""
+
+    module = "task"
+    action = "run"
+    stop_action: str | None = None
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def request(self, certname: str) -> dict[str, Any] | str:
+        return self.why
+
+    def node_state(self, results: dict[str, Any]) -> str:
+        return states.state_for_results(results)
+
+
 def batch_size(batch: int | str | None, node_count: int) -> int | None:
     """Nodes per batch: a number, or ``"N%"`` of the job's nodes (at least one)."""
     if batch is None:

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
-from podium.jobs.core import Changes, JobCore, Limits, ResumedNode
-from podium.jobs.kinds import PACE_OPTIONS, TaskRun, pace_of
+from podium.jobs.core import Changes, JobCore, JobKind, Limits, ResumedNode
+from podium.jobs.kinds import PACE_OPTIONS, TaskRun, Unrunnable, pace_of
 from podium.jobs.link import ControllerLink
 from podium.jobs.payloads import INPUT_PURPOSE, SEALED_INPUT, redacted, storable
 from podium.pki.sealing import Sealer
@@ -29,6 +29,7 @@ from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
 from podium.store import JobRecord, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
+from podium.tasks.metadata import Task
 from podium.tasks.params import validate_params
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,7 @@ class JobService:
         return {c: out[c] for c in certnames}
 
     def _task_run(
-        self, task: Any, params: dict[str, Any], *, noop: bool, timeout: float | None
+        self, task: Task, params: dict[str, Any], *, noop: bool, timeout: float | None
     ) -> TaskRun:
         return TaskRun(
             task,
@@ -494,7 +495,7 @@ class JobService:
             for certname, features in stored.items():
                 self._features.setdefault(certname, features)
             failures: dict[str, str] = {}
-            kind: Any
+            kind: JobKind
             try:
                 task = await asyncio.to_thread(
                     self.codedir.task, job.environment, job.options["task"]
@@ -506,8 +507,9 @@ class JobService:
                     timeout=job.options.get("timeout"),
                 )
             except PodiumError as exc:
-                kind = None
-                failures = {c: f"cannot resume after a restart: {exc.msg}" for c in certnames}
+                why = f"cannot resume after a restart: {exc.msg}"
+                kind = Unrunnable(why)
+                failures = dict.fromkeys(certnames, why)
             self._finished[job.id] = asyncio.Event()
             self.core.resume_job(
                 job.id,
