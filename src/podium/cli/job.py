@@ -34,6 +34,7 @@ from podium.cli.watch import (
     pace_items,
     result_lines,
 )
+from podium.jobs.states import JOB_STATES
 
 __all__ = [
     "ERROR",
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 TERMINAL = {"stopped", "finished", "failed"}
-JOB_STATES = ("new", "ready", "running", "stopping", "stopped", "finished", "failed")
 NODES_PAGE = 1000  # nodes `job show ID` prints; --format json pages through them all
 
 _result_lines = result_lines  # the name tests and older callers use

@@ -1,8 +1,11 @@
-"""Job and node states, and the rules that move between them (pure)."""
+"""Job and node state names, and what a task's result means (pure).
+
+Which state follows which is the job core's (:mod:`podium.jobs.core`); these are the
+names it and the API share.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from podium.store.records import TERMINAL_JOB_STATES, TERMINAL_NODE_STATES
@@ -13,8 +16,6 @@ __all__ = [
     "NODE_STATES",
     "TERMINAL_JOB_STATES",
     "TERMINAL_NODE_STATES",
-    "can_move",
-    "job_outcome",
     "state_for_results",
 ]
 
@@ -29,26 +30,7 @@ NODE_EVENTS = {
     "skipped": "node_skipped",
 }
 
-# Which node state may follow which: a final state is final, a late provisional
-# response never moves a node back to running.
-_NEXT: dict[str, frozenset[str]] = {
-    "new": frozenset({"running", *TERMINAL_NODE_STATES}),
-    "running": TERMINAL_NODE_STATES,
-}
-
-
-def can_move(current: str, new: str) -> bool:
-    return new in _NEXT.get(current, frozenset())
-
 
 def state_for_results(results: dict[str, Any]) -> str:
     """A task's final results: ``failed`` when they carry ``_error`` (Bolt's rule)."""
     return "failed" if "_error" in results else "finished"
-
-
-def job_outcome(node_states: Iterable[str]) -> str:
-    """The final state of a job whose nodes all reached these states."""
-    states = list(node_states)
-    if any(s in ("failed", "errored") for s in states):
-        return "failed"
-    return "finished"
