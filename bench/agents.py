@@ -13,15 +13,21 @@ the idle RSS of the agent processes and the server's RSS are read from /proc.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+from fanout import Probe, server_environment
 from harness import (
     Api,
     CpuMeter,
     JobRun,
+    ServerInfo,
+    cpu_seconds,
+    cpu_seconds_with_children,
     interrupt_on_signals,
     median,
     ms,
@@ -34,6 +40,8 @@ from harness import (
     wait_quiet,
 )
 
+from podium.cli.demo import Demo
+
 CPUS = os.cpu_count() or 1
 
 
@@ -43,6 +51,14 @@ def rss_anon_kb(pid: int) -> int:
         if line.startswith("RssAnon:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_split(server: int, agents: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far of the server, of the agent processes themselves, and of the
+    task processes they reaped."""
+    own = [cpu_seconds(pid) for pid in agents]
+    with_tasks = [cpu_seconds_with_children(pid) for pid in agents]
+    return cpu_seconds(server), sum(own), sum(with_tasks) - sum(own)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=120, help="per step, seconds (120)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PREFIX",
+        help="profile the server and every agent during the timed rounds with cProfile: "
+        "PREFIX-server-main.prof, PREFIX-agent-<pid>-main.prof (and -threads.prof), for "
+        "pstats; the figures then include the profiler's overhead",
+    )
     parser.add_argument(
         "--quiet-wait",
         type=float,
@@ -78,60 +102,100 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    with running_server(
-        agents=args.agents, database_url=args.database_url, keep_logs=args.keep_logs
-    ) as (demo, server):
-        api = Api(server)
-        try:
-            started = time.monotonic()
-            demo.start_agents()
-            api.wait_connected(demo.certnames, timeout=args.timeout)
-            print(
-                f"{args.agents} agents enrolled and connected in "
-                f"{time.monotonic() - started:.1f} s (server pid {server.pid})"
+    server_probe = agent_probe = None
+    if args.profile is not None:
+        server_probe = Probe(args.profile.with_name(args.profile.name + "-server"), True)
+        agent_probe = Probe(args.profile.with_name(args.profile.name + "-agent"), True)
+        agent_probe.per_pid = True
+    with contextlib.ExitStack() as stack:
+        for probe in (server_probe, agent_probe):
+            if probe is not None:
+                stack.callback(probe.close)
+        with server_environment(None, server_probe):
+            demo, server = stack.enter_context(
+                running_server(
+                    agents=args.agents, database_url=args.database_url, keep_logs=args.keep_logs
+                )
             )
-            agent_pids = [p.pid for p in demo.procs[1:]]
-            wait_idle(server.pid)
-            rss_connected = [rss_kb(pid) for pid in agent_pids]
-            warm = api.run_task(demo.certnames, poll=args.poll, timeout=args.timeout)
-            print(f"warm-up job {warm.job_id}: {ms(warm.seconds)}")
-            runs: list[JobRun] = []
-            cpu_ours: list[float] = []
-            cpu_other: list[float] = []
-            meter = CpuMeter([server.pid, *agent_pids])
-            for i in range(1, args.rounds + 1):
-                time.sleep(args.pause)
-                meter.restart()
-                run = api.run_task(
-                    demo.certnames,
-                    params={"message": f"round {i}"},
-                    poll=args.poll,
-                    timeout=args.timeout,
-                )
-                ours, other, _steal = meter.read()
-                runs.append(run)
-                cpu_ours.append(ours)
-                cpu_other.append(other)
-                print(
-                    f"round {i}: job {run.job_id} stored in {ms(run.seconds)} "
-                    f"(POST answered in {ms(run.submit_seconds)}, "
-                    f"server duration {ms(run.server_duration)}); CPU {ours:.2f} s "
-                    f"server + agents + tasks, {other:.2f} s other processes"
-                )
-            time.sleep(1.0)  # let the agents finish their acknowledgements
-            wait_idle(server.pid)
-            rss_agents = [rss_kb(pid) for pid in agent_pids]
-            anon_agents = [rss_anon_kb(pid) for pid in agent_pids]
-            rss_server = rss_kb(server.pid)
-        finally:
-            api.close()
+        code = measure(args, demo, server, agent_probe)
+    if args.profile is not None:
+        print(
+            f"\nprofiles: {args.profile}-server-main.prof (and -threads.prof), "
+            f"{args.profile}-agent-<pid>-main.prof (and -threads.prof)"
+        )
+    return code
+
+
+def measure(args: argparse.Namespace, demo: Demo, server: ServerInfo, probe: Probe | None) -> int:
+    """The rounds on a running server; ``probe``: the agents run fanout.PROFILER too."""
+    api = Api(server)
+    try:
+        started = time.monotonic()
+        with server_environment(None, probe):
+            demo.start_agents()
+        api.wait_connected(demo.certnames, timeout=args.timeout)
+        print(
+            f"{args.agents} agents enrolled and connected in "
+            f"{time.monotonic() - started:.1f} s (server pid {server.pid})"
+        )
+        agent_pids = [p.pid for p in demo.procs[1:]]
+        wait_idle(server.pid)
+        rss_connected = [rss_kb(pid) for pid in agent_pids]
+        warm = api.run_task(demo.certnames, poll=args.poll, timeout=args.timeout)
+        print(f"warm-up job {warm.job_id}: {ms(warm.seconds)}")
+        runs: list[JobRun] = []
+        cpu_ours: list[float] = []
+        cpu_other: list[float] = []
+        splits: list[tuple[float, ...]] = []
+        meter = CpuMeter([server.pid, *agent_pids])
+        profiled = [server.pid, *agent_pids] if probe is not None else []
+        for pid in profiled:
+            os.kill(pid, signal.SIGUSR1)  # the timed rounds only
+        for i in range(1, args.rounds + 1):
+            time.sleep(args.pause)
+            meter.restart()
+            split_before = cpu_split(server.pid, agent_pids)
+            run = api.run_task(
+                demo.certnames,
+                params={"message": f"round {i}"},
+                poll=args.poll,
+                timeout=args.timeout,
+            )
+            ours, other, _steal = meter.read()
+            split = tuple(
+                a - b for a, b in zip(cpu_split(server.pid, agent_pids), split_before, strict=True)
+            )
+            splits.append(split)
+            runs.append(run)
+            cpu_ours.append(ours)
+            cpu_other.append(other)
+            print(
+                f"round {i}: job {run.job_id} stored in {ms(run.seconds)} "
+                f"(POST answered in {ms(run.submit_seconds)}, "
+                f"server duration {ms(run.server_duration)}); CPU {ours:.2f} s "
+                f"server + agents + tasks ({split[0]:.2f} + {split[1]:.2f} + "
+                f"{split[2]:.2f} s; the acknowledgements may still be under way), "
+                f"{other:.2f} s other processes"
+            )
+        for pid in profiled:
+            os.kill(pid, signal.SIGUSR2)
+        time.sleep(1.0)  # let the agents finish their acknowledgements
+        wait_idle(server.pid)
+        rss_agents = [rss_kb(pid) for pid in agent_pids]
+        anon_agents = [rss_anon_kb(pid) for pid in agent_pids]
+        rss_server = rss_kb(server.pid)
+    finally:
+        api.close()
     seconds = [r.seconds for r in runs]
+    posts = [r.submit_seconds for r in runs]
     durations = [r.server_duration for r in runs if r.server_duration is not None]
     print(
         f"\n{args.agents} real agents, podium::echo, {args.rounds} rounds after a warm-up, "
         f"poll every {ms(args.poll)}; CPU per round (median) {median(cpu_ours):.2f} s for "
         f"server, agents and task processes, {median(cpu_ours) / args.agents * 1000:.1f} ms "
-        f"per node\n"
+        f"per node; of a round, server {median([x[0] for x in splits]) * 1000:.0f} ms, agents "
+        f"{median([x[1] for x in splits]) * 1000:.0f} ms, task processes "
+        f"{median([x[2] for x in splits]) * 1000:.0f} ms (medians)\n"
     )
     print(
         table(
@@ -142,6 +206,12 @@ def run(args: argparse.Namespace) -> int:
                     ms(median(seconds)),
                     ms(percentile(seconds, 90)),
                     ms(min(seconds)),
+                ],
+                [
+                    "POST /command/task answered",
+                    ms(median(posts)),
+                    ms(percentile(posts, 90)),
+                    ms(min(posts)),
                 ],
                 [
                     "server-side job duration",
