@@ -370,12 +370,18 @@ class Store:
         sqlite = self.dialect == "sqlite"
         names = self._event_names
         rows: list[Any] = []
+        stamps: dict[datetime, datetime | str] = {}  # events of one flush share a few
         for e in events:
+            stamp = stamps.get(e.timestamp)
+            if stamp is None:
+                stamp = stamps[e.timestamp] = _driver_timestamp(
+                    _aware(e.timestamp, "timestamp"), sqlite=sqlite
+                )
             row = {
                 "p_job_id": e.job_id,
                 "p_type": e.type,
                 "p_certname": e.certname,
-                "p_timestamp": _driver_timestamp(_aware(e.timestamp, "timestamp"), sqlite=sqlite),
+                "p_timestamp": stamp,
                 "p_message": e.message,
                 "p_details": json_dumps(e.details),
             }
