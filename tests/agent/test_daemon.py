@@ -239,6 +239,19 @@ async def test_a_resent_transaction_is_answered_from_the_spool_and_not_run_again
     assert marker.read_text() == "ran\n"
 
 
+def _hold_spool_create(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make the agent's spool wait, when it records a request, until the event is set."""
+    release = threading.Event()
+    create = agent.spool.create
+
+    def slow_create(*args: Any, **kwargs: Any) -> TransactionRecord:
+        release.wait(DEADLINE)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(agent.spool, "create", slow_create)
+    return release
+
+
 async def test_a_request_resent_while_it_is_being_recorded_runs_once(broker, tmp_path, monkeypatch):
     broker, ids = broker
     controller = Controller(broker)
@@ -246,14 +259,7 @@ async def test_a_request_resent_while_it_is_being_recorded_runs_once(broker, tmp
     request = task_request("tx9", "podium::command", command=f"echo ran >> {marker}; echo ok")
     async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
         await connected(broker)
-        release = threading.Event()
-        create = agent.spool.create
-
-        def slow_create(*args: Any, **kwargs: Any) -> TransactionRecord:
-            release.wait(DEADLINE)
-            return create(*args, **kwargs)
-
-        monkeypatch.setattr(agent.spool, "create", slow_create)
+        release = _hold_spool_create(agent, monkeypatch)
         controller.send(request)
         controller.send(request)  # arrives while the first is still being recorded
         controller.send(status_query("q-tx9", "tx9"))
@@ -761,14 +767,7 @@ async def test_a_stop_sent_while_the_request_is_being_recorded_stops_it(
     request = task_request("tx34", "podium::command", command=f"touch {marker}")
     async with RunningAgent(broker, ids, tmp_path / "agent") as agent:
         await connected(broker)
-        release = threading.Event()
-        create = agent.spool.create
-
-        def slow_create(*args: Any, **kwargs: Any) -> TransactionRecord:
-            release.wait(DEADLINE)
-            return create(*args, **kwargs)
-
-        monkeypatch.setattr(agent.spool, "create", slow_create)
+        release = _hold_spool_create(agent, monkeypatch)
         controller.send(request)
         await until(lambda: agent.accepting("tx34"))
         controller.send(stop_request("s-tx34", "tx34", reason="changed my mind"))

@@ -238,7 +238,8 @@ class JobService:
     async def stop_job(self, job_id: int, *, by: str, force: bool = False) -> JobRecord:
         """Stop a job (idempotent); returns it as stored once the stop is."""
         if not self.core.stop(job_id, self.clock(), by=by, force=force):
-            await asyncio.to_thread(self.store.get_job, job_id)  # 404 for an unknown job
+            # not running here: it has ended (or is unknown: 404); nothing to write
+            return await asyncio.to_thread(self.store.get_job, job_id)
         self._drive()
         await self.flush()
         return await asyncio.to_thread(self.store.get_job, job_id)
