@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import secrets
 import shutil
 import signal
 import socket
@@ -258,8 +257,6 @@ def running_server(
         raise ValueError("a standalone broker needs a CA made beforehand (ca_dir)")
     root = Path(tempfile.mkdtemp(prefix="podium-bench-"))
     demo = Demo(root, agents, None)
-    # A token that starts with "-" would be taken for an option by argparse.
-    demo.token = secrets.token_hex(16)
     broker_url = f"wss://127.0.0.1:{demo.broker_port}/pcp/v2"
     broker: subprocess.Popen[bytes] | None = None
     server: subprocess.Popen[bytes] | None = None

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from hypothesis import HealthCheck, settings
 
 from pgserver import DatabaseSupply, PostgresNotInstalled, PostgresServer
+from podium.rbac import credentials
 from podium.store import Store
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -70,3 +72,12 @@ def store(db_url: str) -> Iterator[Store]:
     store.migrate()
     yield store
     store.close()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with the least work: in-process tests hash a password at every server
+    start (real servers started as processes keep the real cost)."""
+    monkeypatch.setattr(
+        credentials, "hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )

@@ -10,6 +10,7 @@ the API's error shape: ``kind``, ``msg`` and ``details``.
     ├── Conflict                         the request clashes with current state: 409
     ├── NotPermitted                     the caller may not do this: 403
     ├── Unauthenticated                  no valid token was given: 401
+    ├── RateLimited                      too many attempts; try again later: 429
     ├── Unavailable                      a part the request needs is down: 503
     ├── ConfigError                      a setting is missing or wrong
     ├── PKIError                         certificate authority and TLS material
@@ -76,6 +77,15 @@ class NotPermitted(PodiumError):
 class Unauthenticated(PodiumError):
     kind = "puppetlabs.rbac/user-unauthenticated"
     status = 401
+
+
+class RateLimited(PodiumError):
+    kind = "puppetlabs.rbac/too-many-attempts"
+    status = 429
+
+    def __init__(self, msg: str, *, retry_after: float, kind: str | None = None) -> None:
+        super().__init__(msg, kind=kind, details={"retry_after": round(retry_after)})
+        self.retry_after = retry_after
 
 
 class Unavailable(PodiumError):

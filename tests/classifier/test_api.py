@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from access import admin_token
 from podium.server.app import create_app
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
@@ -45,7 +46,7 @@ def client_of(runtime: Runtime, **headers: str) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_of(runtime, **{"X-Authentication": runtime.admin_token}) as client:
+    async with client_of(runtime, **{"X-Authentication": admin_token(runtime)}) as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from access import admin_token
 from podium.server.app import create_app
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
@@ -45,7 +46,7 @@ async def pdb(app: FastAPI, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="https://podium.test",
-        headers={"X-Authentication": runtime.admin_token},
+        headers={"X-Authentication": admin_token(runtime)},
     ) as client:
         yield client
 

@@ -48,9 +48,17 @@ def test_init_creates_the_ca_and_prints_where_and_its_fingerprint(run: Run, cadi
     assert "Autosign is off" in out
 
 
-def test_init_as_json(run: Run, cadir: Path) -> None:
+def _token_file(tmp_path: Path, *tokens: str) -> str:
+    path = tmp_path / f"tokens-{len(list(tmp_path.iterdir()))}"
+    path.write_text("".join(f"{token}\n" for token in tokens))
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_init_as_json(run: Run, cadir: Path, tmp_path: Path) -> None:
+    tokens = _token_file(tmp_path, "t1")
     code, out, _ = run(
-        "init", "--autosign", "*.lab", "web*", "--autosign-token", "t1", "--format", "json"
+        "init", "--autosign", "*.lab", "web*", "--autosign-token-file", tokens, "--format", "json"
     )
     assert code == 0
     data = json.loads(out)
@@ -178,10 +186,11 @@ def test_revoke_refuses_a_name_without_a_certificate(run: Run, cadir: Path) -> N
     assert err == "podium ca: no certificate was signed for web01\n"
 
 
-def test_autosign_shows_and_sets_the_policy(run: Run, cadir: Path) -> None:
+def test_autosign_shows_and_sets_the_policy(run: Run, cadir: Path, tmp_path: Path) -> None:
     run("init")
     assert run("autosign")[1] == "Autosign is off: requests wait for `podium ca sign`.\n"
-    code, out, _ = run("autosign", "--pattern", "*.lab", "--token", "secret-1", "secret-2")
+    tokens = _token_file(tmp_path, "secret-1", "secret-2")
+    code, out, _ = run("autosign", "--pattern", "*.lab", "--token-file", tokens)
     assert code == 0
     assert out == "Autosign patterns: *.lab\nAutosign tokens: 2 enrollment tokens\n"
     assert "secret" not in out
@@ -189,9 +198,9 @@ def test_autosign_shows_and_sets_the_policy(run: Run, cadir: Path) -> None:
     assert CertificateAuthority.open(cadir).certificate("web01.lab") is not None
 
 
-def test_autosign_keeps_what_is_not_given(run: Run) -> None:
+def test_autosign_keeps_what_is_not_given(run: Run, tmp_path: Path) -> None:
     run("init")
-    run("autosign", "--pattern", "*.lab", "--token", "secret")
+    run("autosign", "--pattern", "*.lab", "--token-file", _token_file(tmp_path, "secret"))
     run("autosign", "--pattern", "*.dev")
     data = json.loads(run("autosign", "--format", "json")[1])
     assert data == {"patterns": ["*.dev"], "token_count": 1}

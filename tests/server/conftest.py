@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from access import admin_token
 from podium.server.app import create_app
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
@@ -35,7 +36,7 @@ def api_client(runtime: Runtime) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(runtime)),
         base_url="https://podium.test/orchestrator/v1",
-        headers={"X-Authentication": runtime.admin_token},
+        headers={"X-Authentication": admin_token(runtime)},
     )
 
 

@@ -117,10 +117,3 @@ async def test_the_api_refuses_callers_without_the_token(api, headers, words):
         payload = await error_of(response, 401)
         assert payload["kind"] == "puppetlabs.rbac/user-unauthenticated"
         assert words in payload["msg"]
-
-
-async def test_the_token_is_made_once_and_kept_private(runtime):
-    path = runtime.settings.token_path
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert path.read_text().strip() == runtime.admin_token
-    assert len(runtime.admin_token) >= 32

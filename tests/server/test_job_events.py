@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
+from access import admin_token
 from podium.server.app import create_app
 from podium.server.runtime import Runtime
 from podium.server.streams import events_stream
@@ -47,7 +48,7 @@ async def served(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}/orchestrator/v1",
-            headers={"X-Authentication": runtime.admin_token},
+            headers={"X-Authentication": admin_token(runtime)},
             timeout=DEADLINE,
         ) as client:
             yield client

@@ -1,4 +1,8 @@
-"""The agent's settings: a TOML file, then command-line flags, then defaults."""
+"""The agent's settings: a TOML file, then command-line flags, then defaults.
+
+The enrollment token is a secret: it is read from ``enrollment_token_file`` when
+enrolling, or taken from ``PODIUM_ENROLLMENT_TOKEN``; never from a flag or this file.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from podium.config import env
 from podium.errors import ConfigError
 from podium.protocol.names import is_certname
 
@@ -31,7 +36,10 @@ class AgentConfig:
     brokers: tuple[str, ...]
     vardir: Path = field(default_factory=_default_vardir)
     cacert: Path | None = None
-    enrollment_token: str | None = None
+    # A file holding the token that lets the CA sign this node at once (mode 0600).
+    enrollment_token_file: Path | None = None
+    # PODIUM_ENROLLMENT_TOKEN, used when no file is given; not a setting of the file.
+    enrollment_token: str | None = field(default=None, repr=False)
     facts_file: Path | None = None
     # External facts folders; None: <vardir>/facts.d, then /etc/podium/facts.d (see facts_dirs).
     factsdir: tuple[Path, ...] | None = None
@@ -83,7 +91,8 @@ class AgentConfig:
 
 
 _DURATIONS = {"spool_ttl", "cache_ttl"}  # days in the file
-_PATHS = {"vardir", "cacert", "facts_file"}
+_PATHS = {"vardir", "cacert", "enrollment_token_file", "facts_file"}
+_FROM_ENVIRONMENT = {"enrollment_token"}
 
 
 def load(path: Path | None, overrides: dict[str, Any], *, connection: bool = True) -> AgentConfig:
@@ -101,7 +110,13 @@ def load(path: Path | None, overrides: dict[str, Any], *, connection: bool = Tru
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"agent config {path} is not valid TOML: {exc}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(AgentConfig)}
+    if "enrollment_token" in values:
+        raise ConfigError(
+            "the agent no longer takes enrollment_token in its settings, where a secret is "
+            "too easily shown: put the token in a file (mode 0600) and name it with "
+            "enrollment_token_file (--enrollment-token-file), or set PODIUM_ENROLLMENT_TOKEN"
+        )
+    known = {f.name for f in fields(AgentConfig)} - _FROM_ENVIRONMENT
     unknown = values.keys() - known
     if unknown:
         raise ConfigError(
@@ -124,6 +139,7 @@ def load(path: Path | None, overrides: dict[str, Any], *, connection: bool = Tru
         values[name] = _days(name, values[name])
     if values.get("factsdir") is not None:
         values["factsdir"] = _folders("factsdir", values["factsdir"])
+    values["enrollment_token"] = (env("ENROLLMENT_TOKEN") or "").strip() or None
     config = AgentConfig(**values)
     if not is_certname(config.certname):
         raise ConfigError(

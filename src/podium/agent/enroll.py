@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from podium.agent import http
 from podium.agent.config import AgentConfig
-from podium.errors import Conflict, NotFound
+from podium.errors import ConfigError, Conflict, NotFound
 from podium.files import write_atomic
 from podium.protocol.backoff import full_jitter
 
@@ -30,10 +30,39 @@ def _fingerprint(pem: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def enrollment_token(config: AgentConfig) -> str | None:
+    """The token to send with the request: the one in ``enrollment_token_file``, else
+    ``PODIUM_ENROLLMENT_TOKEN``, else none."""
+    path = config.enrollment_token_file
+    if path is None:
+        return config.enrollment_token
+    from podium.pki.autosign import read_token_file
+
+    tokens = read_token_file(path)
+    if len(tokens) != 1:
+        raise ConfigError(
+            f"the enrollment token file {path} holds {len(tokens)} tokens; an agent sends "
+            "one: leave only the line with this node's token"
+        )
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        log.warning(
+            "the enrollment token file %s can be read by other users (mode %04o); run chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
+    return tokens[0]
+
+
 def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
     """Make sure the agent has a key, a signed certificate and the CA certificate."""
     if config.cert_path.exists() and config.key_path.exists() and config.ca_path.exists():
         return
+    token = enrollment_token(config)  # before anything else: a missing file says so at once
     base = config.server_url.rstrip("/") + "/puppet-ca/v1"
     if not config.ca_path.exists():
         # Trust on first use, as Puppet agents do; pin it by giving --cacert instead.
@@ -52,7 +81,9 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
     context = ssl.create_default_context(cafile=str(config.ca_path))
     name = quote(config.certname, safe="")
     csr = keys.make_csr(
-        config.certname, config.key_path.read_bytes(), challenge_password=config.enrollment_token
+        config.certname,
+        config.key_path.read_bytes(),
+        challenge_password=token,
     )
     try:
         http.request(f"{base}/certificate_request/{name}", context=context, method="PUT", body=csr)
@@ -92,7 +123,8 @@ def enroll(config: AgentConfig) -> None:
             ensure_certificate(config)
             return
         except http.HttpError as exc:
-            if not exc.transient:
+            # 429: the CA limits how often one address may ask; it lets us in later.
+            if not exc.transient and exc.http_status != 429:
                 raise
             delay = full_jitter(attempt, base=config.backoff_base, cap=config.backoff_cap)
             delay = max(delay, random.uniform(0.5, 1.0))

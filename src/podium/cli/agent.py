@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from podium.cli.ca import refuse_secret_option
 from podium.cli.logs import add_log_level, configure
 
 
@@ -32,7 +33,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--vardir", type=Path, help="where the agent keeps its SSL files, spool and cache"
     )
     p.add_argument("--cacert", type=Path, help="the CA certificate to trust (pins it)")
-    p.add_argument("--enrollment-token", help="token that lets the CA sign this node at once")
+    p.add_argument(
+        "--enrollment-token-file",
+        type=Path,
+        metavar="FILE",
+        help="file (mode 0600) holding the token that lets the CA sign this node at once; "
+        "or set PODIUM_ENROLLMENT_TOKEN",
+    )
+    refuse_secret_option(
+        p,
+        "--enrollment-token",
+        instead="put the token in a file (mode 0600) and give --enrollment-token-file "
+        "FILE, or set PODIUM_ENROLLMENT_TOKEN",
+    )
     p.add_argument("--facts-file", type=Path, help="JSON object of extra facts to report")
     p.add_argument("--concurrency", type=int, help="tasks run at once (default 8)")
     add_log_level(p)
@@ -52,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             "brokers",
             "vardir",
             "cacert",
-            "enrollment_token",
+            "enrollment_token_file",
             "facts_file",
             "concurrency",
         )

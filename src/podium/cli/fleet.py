@@ -54,7 +54,7 @@ class Fleet:
         self.log_level = log_level
         self.api_port = free_port()
         self.broker_port = free_port()
-        self.token = secrets.token_urlsafe(16)
+        self.token = secrets.token_urlsafe(16)  # the enrollment token the server autosigns
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.procs: list[subprocess.Popen[bytes]] = []  # every process started, in order
@@ -88,6 +88,11 @@ class Fleet:
     @property
     def api_token(self) -> str:
         return self.token_file.read_text().strip()
+
+    @property
+    def enrollment_token_file(self) -> Path:
+        """The server's autosign token, which agents enroll with unless told otherwise."""
+        return self.root / "enrollment-token"
 
     def vardir(self, certname: str) -> Path:
         return self.root / "agents" / certname
@@ -128,9 +133,8 @@ class Fleet:
             *("server", "--datadir", str(self.datadir)),
             *("--certname", SERVER_CERTNAME, "--log-level", self.log_level),
             *("--port", str(self.api_port), "--broker-port", str(self.broker_port)),
-            # "--flag=value": a token may start with "-", which argparse would take
-            # for an option if it came as an argument of its own.
-            f"--autosign-token={self.token}",
+            # A file, not the token: a command line is visible to every user.
+            *("--autosign-token-file", str(_token_file(self.enrollment_token_file, self.token))),
         ]
         if self.codedir is not None:
             args += ["--codedir", str(self.codedir.resolve())]
@@ -167,11 +171,16 @@ class Fleet:
         if proc is not None and proc.poll() is None:
             raise PodiumError(f"the agent {certname} is already running")
         extra = ["--facts-file", str(facts_file)] if facts_file is not None else []
+        token_file = self.enrollment_token_file
+        if token and token != self.token:
+            token_file = _token_file(self.root / "agents" / f"{certname}.token", token)
+        elif not token_file.exists():
+            _token_file(token_file, self.token)
         self.agents[certname] = self._spawn(
             [
                 *("agent", "--certname", certname, "--server-url", self.server_url),
                 *("--broker", self.broker_url, "--vardir", str(self.vardir(certname))),
-                *("--cacert", str(self.cacert), f"--enrollment-token={token or self.token}"),
+                *("--cacert", str(self.cacert), "--enrollment-token-file", str(token_file)),
                 *("--log-level", self.log_level),
                 *extra,
             ],
@@ -252,6 +261,15 @@ def stop_processes_under(root: Path, *, timeout: float = 10.0) -> int:
     for pid in _pids_naming(root):
         _signal_group(pid, signal.SIGKILL)
     return len(found)
+
+
+def _token_file(path: Path, token: str) -> Path:
+    """``path``, holding ``token`` and readable by this user alone."""
+    from podium.files import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, token.encode() + b"\n", mode=0o600)
+    return path
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from podium.cli.ca import refuse_secret_option
 from podium.cli.logs import add_log_level, configure
 
 
@@ -60,11 +61,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--autosign", action="append", metavar="GLOB", help="sign CSRs whose certname matches"
     )
     p.add_argument(
-        "--autosign-token",
-        dest="autosign_tokens",
+        "--autosign-token-file",
+        dest="autosign_token_files",
         action="append",
-        metavar="TOKEN",
-        help="sign CSRs carrying this enrollment token (challengePassword)",
+        type=Path,
+        metavar="FILE",
+        help="sign CSRs carrying one of the enrollment tokens in FILE (one a line, mode "
+        "0600; repeatable); or set PODIUM_AUTOSIGN_TOKENS (comma-separated)",
+    )
+    refuse_secret_option(
+        p,
+        "--autosign-token",
+        instead="put the tokens in a file (one a line, mode 0600) and give "
+        "--autosign-token-file FILE, or set PODIUM_AUTOSIGN_TOKENS",
     )
     p.add_argument(
         "--reconnect-grace",
@@ -94,6 +103,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="an agent that has not accepted a request after this is sent it once more, "
         "then its node ends errored (default $PODIUM_ANSWER_TIMEOUT or 60)",
     )
+    p.add_argument(
+        "--max-request-body",
+        type=_size,
+        metavar="BYTES",
+        help="the largest request body the API reads, e.g. 16M; a larger one is answered "
+        "413 (default $PODIUM_MAX_REQUEST_BODY or 16M)",
+    )
+    p.add_argument(
+        "--http-max-connections",
+        type=_positive(int),
+        metavar="N",
+        help="API connections at once, TLS handshakes included; past it, the one that has "
+        "waited longest for a request makes room, else the new one is closed "
+        "(default $PODIUM_HTTP_MAX_CONNECTIONS or 5000)",
+    )
+    p.add_argument(
+        "--http-header-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="close an API connection that has not sent a complete request head (TLS "
+        "handshake included) this long after connecting or after its last response "
+        "(default $PODIUM_HTTP_HEADER_TIMEOUT or 10)",
+    )
     add_log_level(p)
     p.set_defaults(func=run)
 
@@ -111,6 +143,15 @@ def _positive(conv: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _size(text: str) -> int:
+    from podium.server.limits import byte_size
+
+    try:
+        return byte_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from podium.server.main import serve
     from podium.server.settings import ServerSettings
@@ -118,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     configure(args.log_level)
     tuples = {
         k: tuple(getattr(args, k)) if getattr(args, k) else None
-        for k in ("brokers", "dns_alt_names", "autosign", "autosign_tokens")
+        for k in ("brokers", "dns_alt_names", "autosign", "autosign_token_files")
     }
     if tuples["dns_alt_names"]:
         tuples["dns_alt_names"] = ("localhost", "127.0.0.1", *tuples["dns_alt_names"])
@@ -136,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
         task_concurrency=args.task_concurrency,
         task_timeout=args.task_timeout,
         answer_timeout=args.answer_timeout,
+        max_request_body=args.max_request_body,
+        http_max_connections=args.http_max_connections,
+        http_header_timeout=args.http_header_timeout,
         certname=args.certname,
         host=args.host,
         port=args.port,

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -244,9 +244,16 @@ class JobService:
         await self.flush()
         return await asyncio.to_thread(self.store.get_job, job_id)
 
-    async def rerun(self, job_id: int, *, owner: str, only_failed: bool = False) -> int:
+    async def rerun(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        only_failed: bool = False,
+        check: Callable[[str, list[str]], Awaitable[None]] | None = None,
+    ) -> int:
         """A new job with the command and options of ``job_id``, on all its nodes or only
-        on those that did not succeed."""
+        on those that did not succeed; ``check(task, nodes)`` may refuse it first."""
         job = await asyncio.to_thread(self.store.get_job, job_id)
         if job.type != "task":
             raise ValidationError(f"job {job_id} is a {job.type} job; only task jobs rerun yet")
@@ -265,6 +272,8 @@ class JobService:
         given = options.get("scope", {}).get("nodes") or []
         order = {c: i for i, c in enumerate(given) if isinstance(c, str)}
         nodes.sort(key=lambda c: (order.get(c, len(order)), c))
+        if check is not None:
+            await check(options["task"], nodes)
         return await self.run_task(
             task=options["task"],
             params=self._input(options),

@@ -1,13 +1,21 @@
-"""The autosign policy: which certificate requests the CA signs without an operator."""
+"""The autosign policy: which certificate requests the CA signs without an operator.
+
+Enrollment tokens are secrets, so they never travel on a command line (``ps`` shows it
+to every user): they are read from files, one a line, with :func:`read_token_file`.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import hmac
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from podium.errors import ValidationError
+from podium.errors import ConfigError, ValidationError
+
+# PKCS#9 bounds challengePassword, which carries the token, at 255 characters.
+MAX_TOKEN_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -64,3 +72,37 @@ class AutosignPolicy:
         if not isinstance(patterns, list) or not isinstance(tokens, list):
             raise ValidationError("an autosign policy's patterns and tokens must be lists")
         return cls(patterns=tuple(patterns), tokens=tuple(tokens))
+
+
+def parse_tokens(text: str, *, source: str) -> tuple[str, ...]:
+    """The tokens in ``text``, one a line; blank lines and ``#`` comments are skipped.
+
+    ``source`` names where the text came from, for the error when it holds none or a
+    token is too long to travel in a certificate request.
+    """
+    tokens: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ConfigError(
+                f"the token on line {number} of {source} is {len(token)} characters long; "
+                f"a token is at most {MAX_TOKEN_LENGTH}"
+            )
+        if token not in tokens:
+            tokens.append(token)
+    if not tokens:
+        raise ConfigError(f"{source} holds no token: write one token a line")
+    return tuple(tokens)
+
+
+def read_token_file(path: Path) -> tuple[str, ...]:
+    """The tokens in the file ``path`` (see :func:`parse_tokens`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the token file {path} is not UTF-8 text") from exc
+    return parse_tokens(text, source=f"the token file {path}")

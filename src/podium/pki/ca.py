@@ -2,19 +2,26 @@
 
 Everything lives in one directory, shared by the server and the ``podium ca`` command::
 
-    ca_crt.pem  ca_key.pem (0600)  ca_crl.pem  serial  index.jsonl  autosign.json
+    ca_crt.pem  ca_key.pem (0600)  ca_crl.pem  serial  index.jsonl  autosign.json (0600)
     requests/<certname>.pem        signed/<certname>.pem
 
 Every change happens under an ``flock`` on ``.lock`` and every file is replaced
 atomically, so two processes may use the same CA at once.
+
+Revoking a certificate keeps its certname out: a new request for it is never
+autosigned, only signed by an operator by name; cleaning the certname
+(:meth:`CertificateAuthority.clean`) forgets it, after which it enrolls like a new node.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ipaddress
 import json
-from collections.abc import Iterator, Sequence
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,16 +29,19 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from podium.errors import Conflict, NotFound, PKIError, ValidationError
+from podium.errors import Conflict, NotFound, PKIError, Unavailable, ValidationError
 from podium.files import exclusive_lock, overwrite_in_place, write_atomic
-from podium.pki import certs
+from podium.pki import certs, status
 from podium.pki.autosign import AutosignPolicy
 from podium.pki.certs import PublicKey, fingerprint
 from podium.pki.index import CertIndex, IndexEntry
 from podium.pki.keys import PrivateKey, generate_key, load_private_key
 from podium.pki.names import validate_certname
+from podium.pki.status import CertStatus, State
 
-__all__ = ["AutosignPolicy", "CertInfo", "CertificateAuthority", "fingerprint"]
+__all__ = ["AutosignPolicy", "CertInfo", "CertStatus", "CertificateAuthority", "fingerprint"]
+
+log = logging.getLogger(__name__)
 
 _CRL_RENEW_BEFORE = timedelta(days=3)  # crl() re-signs a CRL that expires sooner
 _CRL_BACKDATE = timedelta(hours=1)
@@ -48,6 +58,7 @@ class CertInfo:
     serial: int | None
     fingerprint: str  # SHA-256 hex with colons, of the cert or the CSR
     not_after: datetime | None
+    hold_reason: str | None = None  # a request autosign will not sign (see CertStatus)
 
 
 class CertificateAuthority:
@@ -206,23 +217,48 @@ class CertificateAuthority:
 
     # Enrollment
 
-    def submit_csr(self, certname: str, csr_pem: bytes) -> str:
+    def submit_csr(
+        self,
+        certname: str,
+        csr_pem: bytes,
+        *,
+        admit: Callable[[], None] | None = None,
+        max_pending: int | None = None,
+    ) -> str:
         """Store a certificate request and sign it if the autosign policy allows.
 
         Returns ``"signed"`` or ``"requested"``. A request that does not parse, is not
         signed by its key, or whose CN is not ``certname`` is a :class:`ValidationError`;
-        a certname that already has a valid certificate is a :class:`Conflict`.
+        a certname that already has a valid certificate is a :class:`Conflict`. A
+        certname whose certificate was revoked is never autosigned: its request waits
+        for :meth:`sign`.
+
+        Only a request that is to wait for an operator is bounded: ``admit`` is called
+        before it is stored and may raise to refuse it (a rate limit), and a new one is
+        :class:`Unavailable` while ``max_pending`` requests are pending already.
         """
         validate_certname(certname)
         csr = certs.load_csr(certname, csr_pem)
         password = certs.challenge_password(csr)
         with self._locked():
             self._refuse_if_certified(certname)
-            if self.autosign.allows(certname, password):
+            revoked = self._revoked_serial(certname)
+            if revoked is None and self.autosign.allows(certname, password):
                 self._sign_request(certname, csr)
                 return "signed"
             self._refuse_if_pending_with_another_key(certname, csr)
-            write_atomic(self._request_path(certname), csr.public_bytes(serialization.Encoding.PEM))
+            if admit is not None:
+                admit()
+            path = self._request_path(certname)
+            if max_pending is not None and not path.exists():
+                self._refuse_if_queue_full(max_pending)
+            write_atomic(path, csr.public_bytes(serialization.Encoding.PEM))
+        if revoked is not None:
+            log.warning(
+                "the certificate request of %s waits for an operator: %s",
+                certname,
+                status.hold_reason(certname, revoked),
+            )
         return "requested"
 
     def sign(self, certname: str) -> bytes:
@@ -292,6 +328,30 @@ class CertificateAuthority:
                 self._write_crl()
             return serial
 
+    def clean(self, certname: str) -> int | None:
+        """Forget ``certname``: revoke its certificate if it is still valid, remove it
+        and any pending request. A new request for the name is then treated like a new
+        node's (autosign applies again). Returns the serial of the certificate it had.
+        """
+        validate_certname(certname)
+        with self._locked():
+            serial = self._index.current.get(certname)
+            request = self._request_path(certname)
+            if serial is None and not request.exists():
+                raise NotFound(
+                    f"the CA has no certificate or request for {certname}",
+                    details={"certname": certname},
+                )
+            if serial is not None:
+                now = _now()
+                if serial not in self._index.revoked:
+                    self._index.append_revoked(serial, certname, now)
+                    self._write_crl()
+                self._index.append_cleaned(serial, certname, now)
+                self._signed_path(certname).unlink(missing_ok=True)
+            request.unlink(missing_ok=True)
+        return serial
+
     # Reading
 
     def list(self) -> list[CertInfo]:
@@ -309,13 +369,50 @@ class CertificateAuthority:
                         not_after=entry.not_after,
                     )
                 )
-            for path in (self.directory / "requests").glob("*.pem"):
-                info = _request_info(path)
+            for path in self._request_paths():
+                info = _request_info(path, self._hold_reason(path.name.removesuffix(".pem")))
                 if info is not None:
                     infos.append(info)
-        order = {"requested": 0, "signed": 1, "revoked": 2}
-        infos.sort(key=lambda info: (info.certname, order.get(info.state, 3)))
+        infos.sort(key=_by_certname_then_state)
         return infos
+
+    def statuses(self, state: State | None = None) -> builtins.list[CertStatus]:
+        """Every pending request and issued certificate (or those in ``state``) in full,
+        sorted by certname; a certname may have a revoked certificate and a request."""
+        found: list[CertStatus] = []
+        with self._locked():
+            if state in (None, "signed", "revoked"):
+                for certname, serial in self._index.current.items():
+                    if state is None or self._index.state(serial) == state:
+                        found.append(self._certificate_status(certname, serial))
+            if state in (None, "requested"):
+                for path in self._request_paths():
+                    pending = self._request_status(path.name.removesuffix(".pem"))
+                    if pending is not None:
+                        found.append(pending)
+        found.sort(key=_by_certname_then_state)
+        return found
+
+    def status(self, certname: str) -> CertStatus:
+        """The certificate of ``certname`` if it has one, else its pending request (as
+        Puppet's CA answers); :class:`NotFound` if it has neither."""
+        validate_certname(certname)
+        with self._locked():
+            serial = self._index.current.get(certname)
+            if serial is not None:
+                return self._certificate_status(certname, serial)
+            pending = self._request_status(certname)
+        if pending is None:
+            raise NotFound(
+                f"the CA has no certificate or request for {certname}",
+                kind="podium.pki/unknown-certname",
+                details={"certname": certname},
+            )
+        return pending
+
+    def has_request(self, certname: str) -> bool:
+        """Whether a request for ``certname`` is pending."""
+        return self._request_path(validate_certname(certname)).exists()
 
     def certificate(self, certname: str) -> bytes | None:
         """The PEM certificate last issued to ``certname``, revoked or not, if any."""
@@ -344,6 +441,57 @@ class CertificateAuthority:
         return self.crl_path.read_bytes()
 
     # Internals (callers hold the lock)
+
+    def _request_paths(self) -> Iterator[Path]:
+        return (self.directory / "requests").glob("*.pem")
+
+    def _revoked_serial(self, certname: str) -> int | None:
+        """The serial of ``certname``'s latest certificate if it was revoked."""
+        serial = self._index.current.get(certname)
+        return serial if serial is not None and serial in self._index.revoked else None
+
+    def _hold_reason(self, certname: str) -> str | None:
+        revoked = self._revoked_serial(certname)
+        return status.hold_reason(certname, revoked) if revoked is not None else None
+
+    def _refuse_if_queue_full(self, max_pending: int) -> None:
+        with os.scandir(self.directory / "requests") as entries:
+            pending = sum(1 for entry in entries if entry.name.endswith(".pem"))
+        if pending >= max_pending:
+            raise Unavailable(
+                f"the CA holds {pending} pending certificate requests, its limit "
+                f"(max_pending_csrs); sign or clean some before more can wait "
+                "(`podium ca list`)",
+                kind="podium.pki/too-many-requests",
+                details={"pending": pending, "max_pending_csrs": max_pending},
+            )
+
+    def _certificate_status(self, certname: str, serial: int) -> CertStatus:
+        state = self._index.state(serial)
+        path = self._signed_path(certname)
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            cert = None
+        if cert is not None and cert.serial_number == serial:
+            return status.of_certificate(cert, "revoked" if state == "revoked" else "signed")
+        # The index is written first: a process that died before the file leaves only this.
+        entry = self._index.by_serial[serial]
+        return CertStatus(
+            certname=certname,
+            state="revoked" if state == "revoked" else "signed",
+            fingerprints={"SHA256": entry.fingerprint},
+            serial=serial,
+            not_after=entry.not_after,
+        )
+
+    def _request_status(self, certname: str) -> CertStatus | None:
+        try:
+            validate_certname(certname)
+            csr = x509.load_pem_x509_csr(self._request_path(certname).read_bytes())
+        except (ValidationError, ValueError, FileNotFoundError):
+            return None  # a stray file, or a request signed meanwhile
+        return status.of_request(certname, csr, hold_reason=self._hold_reason(certname))
 
     def _refuse_if_certified(self, certname: str) -> None:
         serial = self._index.current.get(certname)
@@ -474,7 +622,14 @@ def _format_serial(serial: int) -> bytes:
     return f"{serial:04X}\n".encode()
 
 
-def _request_info(path: Path) -> CertInfo | None:
+_STATE_ORDER = {"requested": 0, "signed": 1, "revoked": 2}
+
+
+def _by_certname_then_state(item: CertInfo | CertStatus) -> tuple[str, int]:
+    return item.certname, _STATE_ORDER.get(item.state, 3)
+
+
+def _request_info(path: Path, hold_reason: str | None) -> CertInfo | None:
     certname = path.name.removesuffix(".pem")
     try:
         validate_certname(certname)
@@ -487,4 +642,5 @@ def _request_info(path: Path) -> CertInfo | None:
         serial=None,
         fingerprint=fingerprint(csr.public_bytes(serialization.Encoding.DER)),
         not_after=None,
+        hold_reason=hold_reason,
     )

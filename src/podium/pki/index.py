@@ -1,9 +1,10 @@
 """The CA's index of issued certificates: an append-only file of JSON lines.
 
-A line records either that a certificate was signed (serial, certname, expiry,
-fingerprint) or that a serial was revoked. Appending keeps signing cheap however many
-certificates exist; an open index reads only what other processes appended since it
-last looked.
+A line records that a certificate was signed (serial, certname, expiry, fingerprint),
+that a serial was revoked, or that a certname was cleaned: the CA forgot it, so a new
+request for it is treated like a new node's. Appending keeps signing cheap however
+many certificates exist; an open index reads only what other processes appended since
+it last looked.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class CertIndex:
         self._offset = 0
         self.by_serial: dict[int, IndexEntry] = {}
         self.current: dict[str, int] = {}  # certname -> serial of its latest certificate
+        # (until the certname is cleaned)
         self.revoked: dict[int, datetime] = {}  # serial -> revocation date
         self.max_serial = 0
 
@@ -91,6 +93,15 @@ class CertIndex:
         }
         self._append(record)
 
+    def append_cleaned(self, serial: int, certname: str, when: datetime) -> None:
+        record = {
+            "serial": serial,
+            "certname": certname,
+            "state": "cleaned",
+            "at": when.isoformat(),
+        }
+        self._append(record)
+
     def _append(self, record: dict[str, object]) -> None:
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         append_line(self.path, line)
@@ -127,5 +138,8 @@ class CertIndex:
             self.max_serial = max(self.max_serial, serial)
         elif record["state"] == "revoked":
             self.revoked[serial] = datetime.fromisoformat(str(record["at"]))
+        elif record["state"] == "cleaned":
+            if self.current.get(certname) == serial:
+                del self.current[certname]
         else:
             raise ValueError(f"unknown state {record['state']!r}")

@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podium import __version__
-from podium.errors import PodiumError
-from podium.server import ca_api, classifier_api, files_api, orchestrator, pdb_api
+from podium.errors import PodiumError, RateLimited
+from podium.server import ca_api, classifier_api, files_api, orchestrator, pdb_api, rbac_api
+from podium.server.access import GuardedRoute, allow
 from podium.server.runtime import Runtime
 
 
@@ -23,7 +25,10 @@ def _error(status: int, kind: str, msg: str, details: dict[str, Any] | None = No
 
 async def _podium_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PodiumError)
-    return _error(exc.status, exc.kind, exc.msg, exc.details)
+    response = _error(exc.status, exc.kind, exc.msg, exc.details)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -55,7 +60,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Podium", version=__version__, lifespan=lifespan, docs_url="/docs")
+    # The schema and its page are routes like the others, with their access declared.
+    app = FastAPI(
+        title="Podium",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.runtime = runtime
     app.add_exception_handler(PodiumError, _podium_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -65,9 +78,26 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(ca_api.router)
     app.include_router(files_api.router)
     app.include_router(pdb_api.router)
+    app.include_router(rbac_api.router)
+    app.include_router(rbac_api.tokens_v2)
+    app.include_router(rbac_api.activity)
+    app.include_router(_own_routes(app))
+    return app
 
-    @app.get("/status/v1/simple", include_in_schema=False)
+
+def _own_routes(app: FastAPI) -> APIRouter:
+    router = APIRouter(route_class=GuardedRoute)
+
+    @router.get("/status/v1/simple", include_in_schema=False, openapi_extra=allow("open"))
     async def simple_status() -> dict[str, str]:
         return {"state": "running"}
 
-    return app
+    @router.get("/openapi.json", include_in_schema=False, openapi_extra=allow("open"))
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs", include_in_schema=False, openapi_extra=allow("open"))
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Podium API")
+
+    return router

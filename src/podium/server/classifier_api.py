@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from podium.classifier import groups as model
@@ -21,12 +21,14 @@ from podium.classifier.rules import rule_to_ast, rule_to_nodes_query
 from podium.classifier.store import GroupStore
 from podium.errors import NotFound, ValidationError
 from podium.protocol.names import CERTNAME_RULE, is_certname
-from podium.server.auth import require_token
+from podium.server.access import CurrentPrincipal, GuardedRoute, allow, audit
 from podium.server.runtime import Runtime
 
 PREFIX = "/classifier-api/v1"
 
-router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_token)])
+router = APIRouter(prefix=PREFIX, route_class=GuardedRoute)
+VIEW = allow("node_groups:view")
+EDIT = allow("groups:edit")
 
 # How many characters of an unparsable body an error quotes back.
 _QUOTED_BODY = 2000
@@ -60,6 +62,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _audit(
+    request: Request, principal: Any, type: str, group: model.Group, message: str
+) -> None:
+    await audit(
+        request,
+        principal,
+        service="classifier",
+        type=type,
+        object_type="node_groups",
+        object_id=str(group.id),
+        object_name=group.name,
+        message=message,
+    )
+
+
 def _location(group_id: str) -> str:
     return f"{PREFIX}/groups/{group_id}"
 
@@ -67,7 +84,7 @@ def _location(group_id: str) -> str:
 # -- groups ---------------------------------------------------------------------------
 
 
-@router.get("/groups")
+@router.get("/groups", openapi_extra=VIEW)
 async def list_groups(request: Request) -> list[dict[str, Any]]:
     tree = await asyncio.to_thread(_groups(request).hierarchy)
     inherited = request.query_params.get("inherited", "false").lower() not in ("0", "false")
@@ -77,25 +94,26 @@ async def list_groups(request: Request) -> list[dict[str, Any]]:
     return [g.to_json() for g in ordered]
 
 
-@router.post("/groups")
-async def create_group(request: Request) -> Response:
+@router.post("/groups", openapi_extra=EDIT)
+async def create_group(request: Request, principal: CurrentPrincipal) -> Response:
     body = await _body(request)
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != "id"}  # POST always makes a new id
     group = model.parse_group(body, model.GroupId(str(uuid.uuid4())))
     stored, _ = await asyncio.to_thread(_groups(request).put, group, at=_now())
+    await _audit(request, principal, "create", stored, f"created node group {stored.name}")
     return Response(status_code=303, headers={"Location": _location(stored.id)})
 
 
-@router.get("/groups/{group_id}")
+@router.get("/groups/{group_id}", openapi_extra=VIEW)
 async def get_group(group_id: str, request: Request) -> dict[str, Any]:
     gid = model.check_group_id(group_id)
     group = await asyncio.to_thread(_groups(request).get, gid)
     return group.to_json()
 
 
-@router.put("/groups/{group_id}")
-async def put_group(group_id: str, request: Request) -> JSONResponse:
+@router.put("/groups/{group_id}", openapi_extra=EDIT)
+async def put_group(group_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
     gid = model.check_group_id(group_id)
     body = await _body(request)
     group = model.parse_group(body, gid)
@@ -103,23 +121,36 @@ async def put_group(group_id: str, request: Request) -> JSONResponse:
         _groups(request).put, group, at=_now(), expect_serial=model.expected_serial(body)
     )
     headers = {"Location": _location(gid)} if created else None
+    verb = "created" if created else "replaced"
+    await _audit(
+        request,
+        principal,
+        "create" if created else "update",
+        stored,
+        f"{verb} node group {stored.name}",
+    )
     return JSONResponse(stored.to_json(), status_code=201 if created else 200, headers=headers)
 
 
-@router.post("/groups/{group_id}")
-async def update_group(group_id: str, request: Request) -> dict[str, Any]:
+@router.post("/groups/{group_id}", openapi_extra=EDIT)
+async def update_group(
+    group_id: str, request: Request, principal: CurrentPrincipal
+) -> dict[str, Any]:
     gid = model.check_group_id(group_id)
     delta = await _body(request)
     stored = await asyncio.to_thread(
         _groups(request).change, gid, lambda g: model.apply_delta(g, delta), at=_now()
     )
+    await _audit(request, principal, "update", stored, f"changed node group {stored.name}")
     return stored.to_json()
 
 
-@router.delete("/groups/{group_id}", status_code=204)
-async def delete_group(group_id: str, request: Request) -> Response:
+@router.delete("/groups/{group_id}", status_code=204, openapi_extra=EDIT)
+async def delete_group(group_id: str, request: Request, principal: CurrentPrincipal) -> Response:
     gid = model.check_group_id(group_id)
+    group = await asyncio.to_thread(_groups(request).get, gid)
     await asyncio.to_thread(_groups(request).delete, gid)
+    await _audit(request, principal, "delete", group, f"deleted node group {group.name}")
     return Response(status_code=204)
 
 
@@ -148,22 +179,26 @@ async def _nodes_to_pin(request: Request) -> list[str]:
     return names
 
 
-@router.post("/groups/{group_id}/pin", status_code=204)
-async def pin(group_id: str, request: Request) -> Response:
+@router.post("/groups/{group_id}/pin", status_code=204, openapi_extra=EDIT)
+async def pin(group_id: str, request: Request, principal: CurrentPrincipal) -> Response:
     gid = model.check_group_id(group_id)
     nodes = await _nodes_to_pin(request)
-    await asyncio.to_thread(
+    stored = await asyncio.to_thread(
         _groups(request).change, gid, lambda g: model.pin_nodes(g, nodes), at=_now()
     )
+    await _audit(request, principal, "pin", stored, f"pinned {', '.join(nodes)} in {stored.name}")
     return Response(status_code=204)
 
 
-@router.post("/groups/{group_id}/unpin", status_code=204)
-async def unpin(group_id: str, request: Request) -> Response:
+@router.post("/groups/{group_id}/unpin", status_code=204, openapi_extra=EDIT)
+async def unpin(group_id: str, request: Request, principal: CurrentPrincipal) -> Response:
     gid = model.check_group_id(group_id)
     nodes = await _nodes_to_pin(request)
-    await asyncio.to_thread(
+    stored = await asyncio.to_thread(
         _groups(request).change, gid, lambda g: model.unpin_nodes(g, nodes), at=_now()
+    )
+    await _audit(
+        request, principal, "unpin", stored, f"unpinned {', '.join(nodes)} in {stored.name}"
     )
     return Response(status_code=204)
 
@@ -177,7 +212,7 @@ def _translated(rule: list[Any] | None) -> dict[str, Any] | None:
     }
 
 
-@router.get("/groups/{group_id}/rules")
+@router.get("/groups/{group_id}/rules", openapi_extra=VIEW)
 async def group_rules(group_id: str, request: Request) -> dict[str, Any]:
     gid = model.check_group_id(group_id)
     tree = await asyncio.to_thread(_groups(request).hierarchy)
@@ -190,7 +225,7 @@ async def group_rules(group_id: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/groups/{group_id}/nodes")
+@router.get("/groups/{group_id}/nodes", openapi_extra=VIEW)
 async def group_nodes(group_id: str, request: Request) -> dict[str, Any]:
     """Podium's own: the inventory's nodes the group matches, by their stored facts."""
     gid = model.check_group_id(group_id)
@@ -217,7 +252,7 @@ def _trusted(certname: str) -> dict[str, Any]:
     return {"certname": certname}
 
 
-@router.post("/classified/nodes/{name}")
+@router.post("/classified/nodes/{name}", openapi_extra=VIEW)
 async def classified_node(name: str, request: Request) -> dict[str, Any]:
     body = await _body(request)
     if body is not None and not isinstance(body, dict):
@@ -247,7 +282,7 @@ async def classified_node(name: str, request: Request) -> dict[str, Any]:
     return await asyncio.to_thread(classification)
 
 
-@router.post("/rules/translate")
+@router.post("/rules/translate", openapi_extra=VIEW)
 async def translate(request: Request) -> Any:
     wanted = request.query_params.get("format", "nodes")
     if wanted not in ("nodes", "inventory"):

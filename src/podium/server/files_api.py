@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from podium.server.peer import require_node_certificate
+from podium.server.access import GuardedRoute, allow
 from podium.tasks.codedir import CodeDir
 
-router = APIRouter(
-    prefix="/puppet/v3/file_content", dependencies=[Depends(require_node_certificate)]
-)
+router = APIRouter(prefix="/puppet/v3/file_content", route_class=GuardedRoute)
 
 
 def _codedir(request: Request) -> CodeDir:
@@ -24,7 +22,7 @@ def _codedir(request: Request) -> CodeDir:
     return codedir
 
 
-@router.get("/tasks/{module}/{filename}")
+@router.get("/tasks/{module}/{filename}", openapi_extra=allow("node"))
 async def task_file(
     module: str, filename: str, request: Request, environment: str = "production"
 ) -> FileResponse:
@@ -34,7 +32,7 @@ async def task_file(
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@router.get("/modules/{module}/{relative:path}")
+@router.get("/modules/{module}/{relative:path}", openapi_extra=allow("node"))
 async def module_file(
     module: str, relative: str, request: Request, environment: str = "production"
 ) -> FileResponse:

@@ -5,31 +5,34 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-from podium.errors import NotFound, ValidationError
+from podium.errors import NotFound, NotPermitted, ValidationError
+from podium.inventory import targeting
 from podium.inventory.targeting import EMPTY_TARGET, Target, parse_scope, resolve
 from podium.jobs.kinds import PACE_OPTIONS
 from podium.jobs.payloads import file_entries
 from podium.jobs.states import NODE_STATES
 from podium.protocol.names import validate_certname
+from podium.rbac.permissions import NodeScope, Partition, partition
+from podium.rbac.service import Principal
 from podium.server import views
-from podium.server.auth import require_token
+from podium.server.access import CurrentPrincipal, GuardedRoute, allow, audit
 from podium.server.runtime import Runtime
 from podium.server.streams import events_stream
 from podium.store import NodeRecord
 from podium.tasks.metadata import NAME_PART, Task, task_display_name
 
 PREFIX = "/orchestrator/v1"
-# Who owns and stops jobs until users exist: the holder of the admin token.
-OWNER = "admin"
 NODES_PAGE = 1000  # a job's nodes per page unless asked otherwise
 JobState = Literal["new", "ready", "running", "stopping", "stopped", "finished", "failed"]
 
 
-router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_token)])
+router = APIRouter(prefix=PREFIX, route_class=GuardedRoute)
+VIEW = allow("orchestrator:view")
+_DENIED = "puppetlabs.rbac/permission-denied"
 
 
 class _Strict(BaseModel):
@@ -134,10 +137,15 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-@router.post("/command/task", status_code=202)
-async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
+@router.post("/command/task", status_code=202, openapi_extra=allow("tasks:run"))
+async def command_task(
+    body: TaskCommand, request: Request, principal: CurrentPrincipal
+) -> JSONResponse:
+    """Run a task on the nodes the caller may run it on: a node list naming others is
+    refused (403, naming them); a query or group runs on the permitted ones only."""
     runtime = _runtime(request)
-    target = await _resolve(runtime, body.scope)
+    scope = parse_scope(body.scope)
+    target = await asyncio.to_thread(resolve, scope, runtime.inventory)
     if not target.certnames:
         raise ValidationError(
             f"the target matches no node ({target.explain}); see what it resolves to with "
@@ -145,30 +153,110 @@ async def command_task(body: TaskCommand, request: Request) -> JSONResponse:
             kind=EMPTY_TARGET,
             details=_target_view(runtime, target),
         )
+    split = await _permitted(runtime, principal, body.task, target.certnames, scope)
     job_id = await runtime.jobs.run_task(
         task=body.task,
         params=body.params,
-        nodes=target.certnames,
+        nodes=split.allowed,
         scope=body.scope,
         environment=body.environment,
         description=body.description,
-        owner=OWNER,
+        owner=principal.login,
         noop=body.noop,
         pace=body.pace(),
     )
-    return _created(request, job_id)
+    await _audit_job(
+        request,
+        principal,
+        "create",
+        job_id,
+        f"ran task {body.task} on {len(split.allowed)} nodes ({target.explain})",
+    )
+    return _created(request, job_id, split)
 
 
-def _created(request: Request, job_id: int) -> JSONResponse:
+async def _permitted(
+    runtime: Runtime,
+    principal: Principal,
+    task: str,
+    certnames: tuple[str, ...] | list[str],
+    scope: targeting.Scope | None,
+) -> Partition:
+    """The nodes ``principal`` may run ``task`` on; refused outright (403) when the
+    caller named the nodes (``scope`` None or a node list) and some are not."""
+    if not principal.allows("tasks", "run", task):
+        raise NotPermitted(
+            f"{principal.login} may not run the task {task}: it needs tasks:run:{task} "
+            "(or tasks:run:*)",
+            kind=_DENIED,
+            details={"permission": f"tasks:run:{task}"},
+        )
+    reach = principal.grants.node_scopes("tasks", "run", task)
+    members: dict[NodeScope, list[str]] = {}
+    for limit in reach.scopes:
+        members[limit] = await asyncio.to_thread(_members, runtime, limit)
+    split = partition(certnames, reach, members, what=f"tasks:run:{task}")
+    named = scope is None or bool(scope.nodes)
+    if split.refused and (named or not split.allowed):
+        shown = ", ".join(split.refused[:20]) + (" ..." if len(split.refused) > 20 else "")
+        raise NotPermitted(
+            f"{principal.login} may not run {task} on {shown}: {split.reason}",
+            kind=_DENIED,
+            details={"nodes": list(split.refused), "reason": split.reason},
+        )
+    return split
+
+
+def _members(runtime: Runtime, limit: NodeScope) -> list[str]:
+    try:
+        return list(resolve(parse_scope({limit.kind: limit.value}), runtime.inventory).certnames)
+    except (NotFound, ValidationError):  # a deleted group, a query gone bad: no nodes
+        return []
+
+
+def _created(request: Request, job_id: int, split: Partition | None = None) -> JSONResponse:
     job = {"id": f"{_base(request)}/jobs/{job_id}", "name": str(job_id)}
-    return JSONResponse({"job": job}, status_code=202)
+    body: dict[str, Any] = {"job": job}
+    if split is not None and split.refused:
+        body["left_out"] = {"nodes": list(split.refused), "reason": split.reason}
+    return JSONResponse(body, status_code=202)
 
 
-@router.post("/command/stop", status_code=202)
-async def command_stop(body: StopCommand, request: Request) -> JSONResponse:
-    """Nothing new starts, nodes not started end skipped; ``force`` kills running ones."""
+async def _audit_job(
+    request: Request, principal: Principal, type: str, job_id: int, message: str
+) -> None:
+    await audit(
+        request,
+        principal,
+        service="orchestrator",
+        type=type,
+        object_type="jobs",
+        object_id=str(job_id),
+        object_name=str(job_id),
+        message=message,
+    )
+
+
+@router.post("/command/stop", status_code=202, openapi_extra=allow("authenticated"))
+async def command_stop(
+    body: StopCommand, request: Request, principal: CurrentPrincipal
+) -> JSONResponse:
+    """Nothing new starts, nodes not started end skipped; ``force`` kills running ones.
+    One's own jobs, or anyone's with ``orchestrator:stop``."""
     runtime = _runtime(request)
-    job = await runtime.jobs.stop_job(_job_ref(body.job), by=OWNER, force=body.force)
+    job_id = _job_ref(body.job)
+    record = await asyncio.to_thread(runtime.store.get_job, job_id)
+    if record.owner != principal.login and not principal.allows("orchestrator", "stop"):
+        raise NotPermitted(
+            f"job {job_id} is {record.owner}'s: stopping others' jobs needs the permission "
+            "orchestrator:stop",
+            kind=_DENIED,
+            details={"permission": "orchestrator:stop"},
+        )
+    job = await runtime.jobs.stop_job(job_id, by=principal.login, force=body.force)
+    await _audit_job(
+        request, principal, "stop", job_id, f"{'force-' if body.force else ''}stopped job {job_id}"
+    )
     view = {
         "id": f"{_base(request)}/jobs/{job.id}",
         "name": str(job.id),
@@ -178,22 +266,33 @@ async def command_stop(body: StopCommand, request: Request) -> JSONResponse:
     return JSONResponse({"job": view}, status_code=202)
 
 
-@router.post("/command/rerun", status_code=202)
-async def command_rerun(body: RerunCommand, request: Request) -> JSONResponse:
-    """A new job with the command and options of another (a Podium addition)."""
+@router.post("/command/rerun", status_code=202, openapi_extra=allow("tasks:run"))
+async def command_rerun(
+    body: RerunCommand, request: Request, principal: CurrentPrincipal
+) -> JSONResponse:
+    """A new job with the command and options of another (a Podium addition), checked
+    against the caller's own permissions as a node list would be."""
     runtime = _runtime(request)
-    job_id = await runtime.jobs.rerun(_job_ref(body.job), owner=OWNER, only_failed=body.only_failed)
+    first = _job_ref(body.job)
+
+    async def check(task: str, nodes: list[str]) -> None:
+        await _permitted(runtime, principal, task, nodes, None)
+
+    job_id = await runtime.jobs.rerun(
+        first, owner=principal.login, only_failed=body.only_failed, check=check
+    )
+    await _audit_job(request, principal, "rerun", job_id, f"reran job {first} as job {job_id}")
     return _created(request, job_id)
 
 
-@router.post("/targets")
+@router.post("/targets", openapi_extra=VIEW)
 async def targets(body: TargetQuery, request: Request) -> dict[str, Any]:
     """What a scope resolves to, as a job would freeze it (a Podium addition)."""
     runtime = _runtime(request)
     return _target_view(runtime, await _resolve(runtime, body.scope))
 
 
-@router.post("/command/ping")
+@router.post("/command/ping", openapi_extra=VIEW)
 async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
     """A round trip to each targeted node's agent (a Podium addition)."""
     runtime = _runtime(request)
@@ -206,12 +305,15 @@ async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
     return view
 
 
+_MAX_JOB_ID = 2**63 - 1
+
+
 def _job_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()):
         raise NotFound(
             f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job"
         )
-    return int(raw)
+    return _job_ref(int(raw))
 
 
 def _job_ref(ref: int | str) -> int:
@@ -219,11 +321,13 @@ def _job_ref(ref: int | str) -> int:
     if isinstance(ref, int):
         if ref < 1:
             raise NotFound(f"no job {ref}", kind="puppetlabs.orchestrator/unknown-job")
+        if ref > _MAX_JOB_ID:
+            raise ValidationError(f"job ids are at most {_MAX_JOB_ID}; {ref} is not one")
         return ref
     return _job_id(ref.rstrip("/").rsplit("/", 1)[-1])
 
 
-@router.get("/jobs")
+@router.get("/jobs", openapi_extra=VIEW)
 async def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -258,13 +362,13 @@ async def list_jobs(
     }
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", openapi_extra=VIEW)
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     record = await asyncio.to_thread(_runtime(request).store.get_job, _job_id(job_id))
     return views.job(record, _base(request))
 
 
-@router.get("/jobs/{job_id}/nodes")
+@router.get("/jobs/{job_id}/nodes", openapi_extra=VIEW)
 async def job_nodes(
     job_id: str,
     request: Request,
@@ -286,7 +390,7 @@ async def job_nodes(
     }
 
 
-@router.get("/jobs/{job_id}/report")
+@router.get("/jobs/{job_id}/report", openapi_extra=VIEW)
 async def job_report(job_id: str, request: Request) -> dict[str, Any]:
     """Each node's state, when it last changed, and the ids of its events."""
     store = _runtime(request).store
@@ -305,7 +409,7 @@ async def job_report(job_id: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs/{job_id}/events", response_model=None)
+@router.get("/jobs/{job_id}/events", response_model=None, openapi_extra=VIEW)
 async def job_events(
     job_id: str,
     request: Request,
@@ -354,7 +458,7 @@ def _inventory_item(
     return item
 
 
-@router.get("/inventory")
+@router.get("/inventory", openapi_extra=VIEW)
 async def inventory(request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     nodes = {n.certname: n for n in await asyncio.to_thread(runtime.store.list_nodes)}
@@ -362,12 +466,12 @@ async def inventory(request: Request) -> dict[str, Any]:
     return {"items": [_inventory_item(runtime, n, nodes.get(n)) for n in names]}
 
 
-@router.get("/inventory/{node}")
+@router.get("/inventory/{node}", openapi_extra=VIEW)
 async def inventory_node(node: str, request: Request) -> dict[str, Any]:
     return _inventory_item(_runtime(request), validate_certname(node, "node"))
 
 
-@router.post("/inventory")
+@router.post("/inventory", openapi_extra=VIEW)
 async def inventory_nodes(body: InventoryQuery, request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     return {"items": [_inventory_item(runtime, validate_certname(n, "node")) for n in body.nodes]}
@@ -377,8 +481,10 @@ def _task_url(base: str, task: Task) -> str:
     return f"{base}/tasks/{task.module}/{task.short_name}"
 
 
-@router.get("/tasks")
-async def list_tasks(request: Request, environment: str = "production") -> dict[str, Any]:
+@router.get("/tasks", openapi_extra=VIEW)
+async def list_tasks(
+    request: Request, principal: CurrentPrincipal, environment: str = "production"
+) -> dict[str, Any]:
     tasks = await asyncio.to_thread(_runtime(request).codedir.list_tasks, environment)
     base = _base(request)
     return {
@@ -389,7 +495,7 @@ async def list_tasks(request: Request, environment: str = "production") -> dict[
                 "name": t.name,
                 "module": t.module,
                 "description": t.description,
-                "permitted": True,
+                "permitted": principal.allows("tasks", "run", t.name),
             }
             for t in tasks
             if not t.private
@@ -397,7 +503,7 @@ async def list_tasks(request: Request, environment: str = "production") -> dict[
     }
 
 
-@router.get("/tasks/{module}/{task}")
+@router.get("/tasks/{module}/{task}", openapi_extra=VIEW)
 async def get_task(
     module: str, task: str, request: Request, environment: str = "production"
 ) -> dict[str, Any]:

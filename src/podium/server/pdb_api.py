@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from podium.errors import NotFound, PodiumError, ValidationError
@@ -38,7 +38,7 @@ from podium.inventory.query.checks import parse_timestamp
 from podium.inventory.query.decode import iso
 from podium.inventory.store import FactsCommand, InventoryStore
 from podium.protocol.names import validate_certname
-from podium.server.auth import require_token
+from podium.server.access import GuardedRoute, allow
 
 PUPPETDB_VERSION: Final = "7.12.1"  # what clients see; they compare the major version
 MAX_COMMAND_BYTES: Final = 32 * 1024 * 1024
@@ -63,13 +63,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(writer.join)
 
 
-async def _token(request: Request) -> None:
-    """:func:`require_token`, called in the event loop: FastAPI runs a plain function in
-    its thread pool, a hop every command would pay for (10,000 of them in a fleet load)."""
-    require_token(request)
-
-
-router = APIRouter(dependencies=[Depends(_token)], lifespan=_lifespan)
+router = APIRouter(route_class=GuardedRoute, lifespan=_lifespan)
+_QUERY = allow("nodes:view_data")
 
 
 @dataclass(frozen=True)
@@ -233,7 +228,7 @@ def _writer(request: Request) -> CommandWriter:
 # Commands
 
 
-@router.post("/pdb/cmd/v1")
+@router.post("/pdb/cmd/v1", openapi_extra=allow("nodes:edit_data"))
 async def command(request: Request) -> Response:
     params = request.query_params
     body = await _body(request)
@@ -339,7 +334,7 @@ def _invalid(name: str | None, certname: Any, why: str) -> ValidationError:
 # Queries
 
 
-@router.api_route("/pdb/query/v4", methods=_METHODS)
+@router.api_route("/pdb/query/v4", methods=_METHODS, openapi_extra=_QUERY)
 async def root(request: Request) -> Response:
     params = await _query_params(request)
     query = params.pop("query", None)
@@ -352,7 +347,7 @@ async def root(request: Request) -> Response:
     return await _answer(request, None, query, params)
 
 
-@router.api_route("/pdb/query/v4/{entity}", methods=_METHODS)
+@router.api_route("/pdb/query/v4/{entity}", methods=_METHODS, openapi_extra=_QUERY)
 async def entity(entity: str, request: Request) -> Response:
     params = await _query_params(request)
     if entity == "fact-names":  # PuppetDB's answer: the names alone
@@ -364,7 +359,7 @@ async def entity(entity: str, request: Request) -> Response:
     return await _answer(request, entity, params.pop("query", None), params)
 
 
-@router.api_route("/pdb/query/v4/{entity}/{name}", methods=_METHODS)
+@router.api_route("/pdb/query/v4/{entity}/{name}", methods=_METHODS, openapi_extra=_QUERY)
 async def entity_item(entity: str, name: str, request: Request) -> Response:
     params = await _query_params(request)
     extra = params.pop("query", None)
@@ -379,16 +374,20 @@ async def entity_item(entity: str, name: str, request: Request) -> Response:
     raise NotFound(f"no endpoint /pdb/query/v4/{entity}/{name}")
 
 
-@router.api_route("/pdb/query/v4/facts/{name}/{value}", methods=_METHODS)
+@router.api_route("/pdb/query/v4/facts/{name}/{value}", methods=_METHODS, openapi_extra=_QUERY)
 async def fact_value(name: str, value: str, request: Request) -> Response:
     params = await _query_params(request)
     where = _and(["and", ["=", "name", name], ["=", "value", value]], params.pop("query", None))
     return await _answer(request, "facts", where, params)
 
 
-@router.api_route("/pdb/query/v4/{entity}/{name}/facts", methods=_METHODS)
-@router.api_route("/pdb/query/v4/{entity}/{name}/facts/{fact}", methods=_METHODS)
-@router.api_route("/pdb/query/v4/{entity}/{name}/facts/{fact}/{value}", methods=_METHODS)
+@router.api_route("/pdb/query/v4/{entity}/{name}/facts", methods=_METHODS, openapi_extra=_QUERY)
+@router.api_route(
+    "/pdb/query/v4/{entity}/{name}/facts/{fact}", methods=_METHODS, openapi_extra=_QUERY
+)
+@router.api_route(
+    "/pdb/query/v4/{entity}/{name}/facts/{fact}/{value}", methods=_METHODS, openapi_extra=_QUERY
+)
 async def node_facts(
     entity: str, name: str, request: Request, fact: str | None = None, value: str | None = None
 ) -> Response:
@@ -511,17 +510,17 @@ def _json(value: Any, records: str | None = None, *, pretty: bool = False) -> Re
 # Meta and status
 
 
-@router.get("/pdb/meta/v1/version")
+@router.get("/pdb/meta/v1/version", openapi_extra=allow("authenticated"))
 async def version() -> Response:
     return _json({"version": PUPPETDB_VERSION})
 
 
-@router.get("/pdb/meta/v1/server-time")
+@router.get("/pdb/meta/v1/server-time", openapi_extra=allow("authenticated"))
 async def server_time() -> Response:
     return _json({"server_time": iso(datetime.now(UTC))})
 
 
-@router.get("/status/v1/services/puppetdb-status")
+@router.get("/status/v1/services/puppetdb-status", openapi_extra=allow("authenticated"))
 async def status(request: Request) -> Response:
     from podium import __version__
 

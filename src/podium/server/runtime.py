@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podium.broker.routing import Router
 from podium.broker.server import Broker
 from podium.classifier.store import GroupStore
-from podium.errors import PodiumError
+from podium.errors import ConfigError, PodiumError
 from podium.files import write_atomic
 from podium.inventory.query import run_query
 from podium.inventory.service import InventoryService
@@ -21,24 +21,40 @@ from podium.inventory.store import InventoryStore
 from podium.jobs.core import Limits
 from podium.jobs.link import ControllerLink, LocalLink, RemoteLink
 from podium.jobs.service import JobService
+from podium.pki.autosign import read_token_file
 from podium.pki.ca import AutosignPolicy, CertificateAuthority
 from podium.pki.revocation import CrlWatcher
 from podium.pki.sealing import Sealer, load_or_create_key
 from podium.pki.tls import client_context, server_context
+from podium.rbac.credentials import check_password_rules
+from podium.rbac.service import AccessService, TokenPolicy
+from podium.rbac.store import RbacStore
+from podium.server.private import check_server_files
 from podium.server.settings import ServerSettings
 from podium.store import Store
 from podium.tasks import builtin_codedir
 from podium.tasks.codedir import CodeDir
 
+if TYPE_CHECKING:
+    from podium.rbac.directory import Directory
+
 log = logging.getLogger(__name__)
 
 
 def open_ca(settings: ServerSettings) -> CertificateAuthority:
-    """The server's CA, created on first start; its own TLS certificate issued likewise."""
-    policy = AutosignPolicy(patterns=settings.autosign, tokens=settings.autosign_tokens)
+    """The server's CA, created on first start; its own TLS certificate issued likewise.
+
+    The autosign tokens given (``PODIUM_AUTOSIGN_TOKENS`` and the token files) replace
+    the stored policy, with the patterns given, whenever any are.
+    """
+    tokens = list(settings.autosign_tokens)
+    for path in settings.autosign_token_files:
+        tokens += [token for token in read_token_file(path) if token not in tokens]
+    policy = AutosignPolicy(patterns=settings.autosign, tokens=tuple(tokens))
+    settings.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (settings.cadir / "ca_crt.pem").exists():
         ca = CertificateAuthority.open(settings.cadir)
-        if settings.autosign or settings.autosign_tokens:
+        if policy.enabled:
             ca.set_autosign(policy)
     else:
         ca = CertificateAuthority.init(settings.cadir, autosign=policy)
@@ -50,9 +66,8 @@ def open_ca(settings: ServerSettings) -> CertificateAuthority:
             settings.certname, dns_names=[settings.certname, *dns], ip_addresses=ips
         )
         settings.ssldir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        settings.cert_path.write_bytes(cert)
-        settings.key_path.touch(mode=0o600)
-        settings.key_path.write_bytes(key)
+        write_atomic(settings.key_path, key, mode=0o600, durable=True)
+        write_atomic(settings.cert_path, cert, durable=True)  # its presence means "issued"
     return ca
 
 
@@ -66,13 +81,24 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def admin_token(settings: ServerSettings) -> str:
-    """The API token in ``settings.token_path``, created (0600) on first start."""
-    path = settings.token_path
-    if not path.exists():
-        write_atomic(path, secrets.token_urlsafe(32).encode() + b"\n", mode=0o600, durable=True)
-        log.info("wrote the API token to %s", path)
-    return path.read_text().strip()
+def _admin_password(settings: ServerSettings) -> str | None:
+    path = settings.admin_password_file
+    if path is None:
+        return None
+    try:
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the admin password file {path}: {exc.strerror}") from exc
+    check_password_rules(password)
+    return password
+
+
+def _directory(settings: ServerSettings) -> Directory | None:
+    if settings.ldap_config is None:
+        return None
+    from podium.rbac.directory import LdapDirectory, load_ldap_settings
+
+    return LdapDirectory(load_ldap_settings(settings.ldap_config))
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -99,8 +125,8 @@ class Runtime:
         self.settings = settings
         # Private: the database, keys and tokens live here.
         settings.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_server_files(settings)
         self.ca = open_ca(settings)
-        self.admin_token = admin_token(settings)
         self.sealer = Sealer(load_or_create_key(settings.sealing_key_path))
         _private_sqlite_file(settings.db_url)
         self.store = Store(settings.db_url)
@@ -145,6 +171,15 @@ class Runtime:
                 answer_timeout=settings.answer_timeout,
             ),
         )
+        self.access = AccessService(
+            RbacStore(self.store),
+            directory=_directory(settings),
+            tokens=TokenPolicy(
+                default_lifetime=settings.token_lifetime,
+                max_lifetime=settings.token_max_lifetime,
+                max_service_lifetime=settings.service_token_max_lifetime,
+            ),
+        )
         self.inventory = InventoryService(self.store, GroupStore(self.store), self._run_query)
         self._crl = CrlWatcher(self.ca.crl_path)
         self._revoked: frozenset[int] = frozenset()
@@ -181,6 +216,16 @@ class Runtime:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        generated = await asyncio.to_thread(self.access.bootstrap, _admin_password(self.settings))
+        if generated is not None:
+            # Once, on the terminal, never in the log: the user logs in and changes it.
+            print(
+                f"Created the user admin with the password {generated}\n"
+                "Log in with `podium access login --user admin`, then change it with "
+                "`podium user password admin`.",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.settings.job_retention_days > 0:
             self._housekeeping = asyncio.create_task(self._purge_old_jobs())
         # The engine resumes its jobs before the broker lets any agent in.

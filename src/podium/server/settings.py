@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podium.config import default_datadir, env
+from podium.server.limits import byte_size
 
 
 def _default_certname() -> str:
@@ -31,7 +32,9 @@ class ServerSettings:
     brokers: tuple[str, ...] = ()
     dns_alt_names: tuple[str, ...] = ("localhost", "127.0.0.1")
     autosign: tuple[str, ...] = ()
-    autosign_tokens: tuple[str, ...] = ()
+    # Enrollment tokens: PODIUM_AUTOSIGN_TOKENS, and files of one token a line (0600).
+    autosign_tokens: tuple[str, ...] = field(default=(), repr=False)
+    autosign_token_files: tuple[Path, ...] = ()
     # Timeouts
     # A node whose agent drops during a run is given up on (errored) after this.
     reconnect_grace: float = 300.0
@@ -40,10 +43,30 @@ class ServerSettings:
     # An agent that has not accepted a request after this is sent it again, then given up.
     answer_timeout: float = 60.0
     job_retention_days: float = 30.0  # finished jobs older than this are deleted; 0 keeps all
+    # Access: the admin's first password comes from this file (else one is printed once);
+    # directory users from the LDAP settings file.
+    admin_password_file: Path | None = None
+    ldap_config: Path | None = None
+    # Tokens: the lifetime of a login's token unless it asks, and the most it may ask.
+    token_lifetime: float = 3600.0
+    token_max_lifetime: float = 86400.0
+    service_token_max_lifetime: float = 366 * 86400.0
     # Limits
     max_connections: int = 20_000
+    # Certificate requests waiting for an operator, and how many one client address may
+    # submit (a burst, then a rate); requests that autosign signs are not counted.
+    max_pending_csrs: int = 10_000
+    csr_requests_per_minute: float = 10.0
+    csr_burst: int = 20
     # Nodes running at once across all jobs; later work waits in order ("ready").
     task_concurrency: int = 250
+    # Limits: what the API lets a client cost before it is authenticated (server.limits).
+    max_request_body: int = 16 * 1024 * 1024  # bytes; a larger body is answered 413
+    # API connections at once, TLS handshakes included; past it, the one that has waited
+    # longest for a request makes room, else the new one is closed.
+    http_max_connections: int = 5_000
+    # Seconds from accept (or from the last response) to a complete request head.
+    http_header_timeout: float = 10.0
 
     @property
     def cadir(self) -> Path:
@@ -60,11 +83,6 @@ class ServerSettings:
     @property
     def key_path(self) -> Path:
         return self.ssldir / f"{self.certname}.key.pem"
-
-    @property
-    def token_path(self) -> Path:
-        """The administrator's API token, made at first start (until RBAC issues them)."""
-        return self.datadir / "admin-token"
 
     @property
     def sealing_key_path(self) -> Path:
@@ -93,6 +111,17 @@ class ServerSettings:
             ("task_timeout", float),
             ("answer_timeout", float),
             ("task_concurrency", int),
+            ("max_request_body", byte_size),
+            ("http_max_connections", int),
+            ("http_header_timeout", float),
+            ("max_pending_csrs", int),
+            ("csr_requests_per_minute", float),
+            ("csr_burst", int),
+            ("admin_password_file", Path),
+            ("ldap_config", Path),
+            ("token_lifetime", float),
+            ("token_max_lifetime", float),
+            ("service_token_max_lifetime", float),
         ):
             raw = env(name.upper())
             if raw:

@@ -245,3 +245,105 @@ job_events = Table(
     Index(None, "job_id", "id"),
     sqlite_autoincrement=True,
 )
+
+# Access control (podium.rbac): users, service accounts and directory users; roles and
+# their permissions; directory groups mapped to roles; tokens by digest; the activity log.
+rbac_users = Table(
+    "rbac_users",
+    metadata,
+    Column("id", String(36), nullable=False),
+    Column("login", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # local | remote | service
+    Column("display_name", String(255), nullable=False),
+    Column("email", String(255), nullable=False),
+    Column("password_hash", Text, nullable=True),  # local users only
+    Column("is_superuser", Boolean, nullable=False),
+    Column("is_revoked", Boolean, nullable=False),
+    # The directory groups a remote user was in at their last login.
+    Column("directory_groups", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_login", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("login"),
+)
+
+rbac_roles = Table(
+    "rbac_roles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("display_name", String(255), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("permissions", JSONDocument, nullable=False),  # [{object_type, action, ...}]
+    UniqueConstraint("display_name"),
+    sqlite_autoincrement=True,
+)
+
+rbac_user_roles = Table(
+    "rbac_user_roles",
+    metadata,
+    Column("user_id", String(36), ForeignKey("rbac_users.id", ondelete="CASCADE"), nullable=False),
+    Column("role_id", Integer, ForeignKey("rbac_roles.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("user_id", "role_id"),
+    Index(None, "role_id"),
+)
+
+# Directory groups known to RBAC (PE's "user groups"): their members get their roles.
+rbac_groups = Table(
+    "rbac_groups",
+    metadata,
+    Column("id", String(36), nullable=False),
+    Column("login", String(255), nullable=False),  # the directory group's name
+    Column("display_name", String(255), nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("login"),
+)
+
+rbac_group_roles = Table(
+    "rbac_group_roles",
+    metadata,
+    Column(
+        "group_id", String(36), ForeignKey("rbac_groups.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("role_id", Integer, ForeignKey("rbac_roles.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("group_id", "role_id"),
+    Index(None, "role_id"),
+)
+
+rbac_tokens = Table(
+    "rbac_tokens",
+    metadata,
+    Column("digest", String(64), nullable=False),  # SHA-256 of the token, hex
+    Column("id", String(36), nullable=False),  # what listings and revocations name
+    Column("user_id", String(36), ForeignKey("rbac_users.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("client", String(255), nullable=False),  # the address it was created from
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("digest"),
+    UniqueConstraint("id"),
+    Index(None, "user_id"),
+    Index(None, "expires_at"),
+)
+
+# Append-only: the code has no statement that changes or deletes a row.
+activity_events = Table(
+    "activity_events",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("timestamp", UTCDateTime(), nullable=False),
+    Column("service", String(32), nullable=False),  # rbac | orchestrator | classifier | ca
+    Column("type", String(64), nullable=False),  # login, login_failed, create, stop, ...
+    Column("subject_id", String(255), nullable=True),
+    Column("subject_name", String(255), nullable=False),
+    Column("object_type", String(64), nullable=False),
+    Column("object_id", String(255), nullable=False),
+    Column("object_name", String(255), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("address", String(64), nullable=True),
+    Index(None, "timestamp"),
+    Index(None, "subject_name", "id"),
+    Index(None, "object_type", "object_id", "id"),
+    Index(None, "service", "id"),
+    sqlite_autoincrement=True,
+)

@@ -1,0 +1,164 @@
+"""The one way in: every route declares who may call it, checked before its body is read.
+
+A route says its rule with ``openapi_extra=allow(RULE)`` (it shows in the OpenAPI
+schema as ``x-podium-access``), on a router whose ``route_class`` is
+:class:`GuardedRoute`; a route without one cannot be built. Rules:
+
+- ``"open"``: anyone (Puppet's CA enrollment, logging in, the status page);
+- ``"node"``: an agent with an unrevoked certificate from Podium's CA;
+- ``"authenticated"``: any valid token; the route decides the rest (e.g. stopping
+  one's own job);
+- ``"<object_type>:<action>"``: a token whose roles grant that permission on some
+  instance; the route narrows it to the task, plan or nodes asked for.
+
+Tokens come in ``X-Authentication`` or ``Authorization: Bearer``. The check runs
+before FastAPI reads and parses the body, so an unauthenticated request costs its
+headers and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+
+from podium.errors import NotPermitted, Unauthenticated
+from podium.rbac.permissions import TYPES
+from podium.rbac.service import Principal, node_principal
+from podium.rbac.store import Activity
+from podium.server.peer import require_node_certificate
+
+RULE_KEY: Final = "x-podium-access"
+_MAX_TOKEN: Final = 512
+_KNOWN: Final = {f"{t.object_type}:{a.name}" for t in TYPES for a in t.actions}
+_HOW: Final = (
+    "log in with `podium access login`, or send a token in the X-Authentication or "
+    "Authorization: Bearer header"
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: Literal["open", "node", "authenticated", "permission"]
+    object_type: str = ""
+    action: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.object_type}:{self.action}" if self.kind == "permission" else self.kind
+
+
+def parse_rule(text: str) -> Rule:
+    if text in ("open", "node", "authenticated"):
+        return Rule(text)  # type: ignore[arg-type]
+    if text in _KNOWN:
+        object_type, action = text.split(":")
+        return Rule("permission", object_type, action)
+    raise ValueError(f"unknown access rule {text!r}: open, node, authenticated or a permission")
+
+
+def allow(rule: str) -> dict[str, Any]:
+    """The ``openapi_extra`` that declares a route's rule."""
+    parse_rule(rule)
+    return {RULE_KEY: rule}
+
+
+class GuardedRoute(APIRoute):
+    """An API route that authenticates and authorizes its caller before anything else."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        extra = kwargs.get("openapi_extra") or {}
+        if RULE_KEY not in extra:
+            raise TypeError(
+                f"the route {path} declares no access rule: give it openapi_extra=allow(...)"
+            )
+        self.rule = parse_rule(extra[RULE_KEY])
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        rule = self.rule
+
+        async def guarded(request: Request) -> Response:
+            request.state.principal = await _gate(request, rule)
+            return await handler(request)
+
+        return guarded
+
+
+async def _gate(request: Request, rule: Rule) -> Principal | None:
+    if rule.kind == "open":
+        return None
+    if rule.kind == "node":
+        return node_principal(require_node_certificate(request))
+    token = _token(request)
+    access = request.app.state.runtime.access
+    principal: Principal = access.cached(token) or await asyncio.to_thread(access.principal, token)
+    if rule.kind == "permission" and not principal.allows(rule.object_type, rule.action):
+        raise NotPermitted(
+            f"{principal.login} may not do this: it needs the permission {rule}; ask an "
+            "administrator for a role that grants it",
+            kind="puppetlabs.rbac/permission-denied",
+            details={"permission": str(rule)},
+        )
+    return principal
+
+
+def _token(request: Request) -> str:
+    token = request.headers.get("x-authentication")
+    if token is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+    if token is None:
+        raise Unauthenticated(f"this API needs a token: {_HOW}")
+    if not token or len(token) > _MAX_TOKEN or not token.isascii() or not token.isprintable():
+        raise Unauthenticated(f"the token given is not valid: {_HOW}")
+    return token
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # an open route asked for a caller
+        raise Unauthenticated(f"this needs a token: {_HOW}")
+    return principal
+
+
+async def _current(request: Request) -> Principal:  # async: no hop to the thread pool
+    return _principal(request)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current)]
+
+
+def address(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+async def audit(
+    request: Request,
+    principal: Principal,
+    *,
+    service: str,
+    type: str,
+    object_type: str,
+    object_id: str,
+    object_name: str,
+    message: str,
+) -> None:
+    """Add an entry to the activity log: ``principal`` did ``type`` to an object."""
+    entry = Activity(
+        service=service,
+        type=type,
+        subject_name=principal.login,
+        subject_id=principal.id,
+        object_type=object_type,
+        object_id=object_id,
+        object_name=object_name,
+        message=message,
+        address=address(request) or None,
+    )
+    await asyncio.to_thread(request.app.state.runtime.access.record, entry)
