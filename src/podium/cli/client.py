@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import ssl
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from podium.config import default_cadir, default_datadir, env
+from podium.config import default_cadir, env
 from podium.errors import NotFound, PodiumError, Unauthenticated
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--token",
-        help="API token (default $PODIUM_TOKEN, the file $PODIUM_TOKEN_FILE, else the local "
-        "server's admin-token)",
+        help="API token (default $PODIUM_TOKEN, else the file $PODIUM_TOKEN_FILE, else the "
+        "one `podium access login` saved)",
     )
     p.add_argument(
         "--format", choices=["human", "json"], default="human", help="output format (default human)"
@@ -312,16 +313,17 @@ class ApiClient:
         )
 
     def _unauthenticated(self, body: Any) -> Unauthenticated:
-        """A 401, said with where a token comes from (the server's own message says
-        whether none was given or the one given is wrong)."""
-        said = f" ({body['msg']})" if isinstance(body, dict) and body.get("msg") else ""
+        """A 401, said with how to get a token (the server's own message says whether
+        the one given is unknown, expired or revoked)."""
+        said = body.get("msg") if isinstance(body, dict) else None
         if self._has_token:
-            problem = f"refused the API token{said}: give the right one"
+            why = (said or "the token is not valid").split(";")[0]
+            problem = f"refused your token ({why})"
         else:
-            problem = f"needs an API token{said}: give one"
+            problem = "needs you to log in"
         return Unauthenticated(
-            f"the server at {self.server_url} {problem} with PODIUM_TOKEN, PODIUM_TOKEN_FILE "
-            "or --token; the server's admin token is the file <datadir>/admin-token",
+            f"the server at {self.server_url} {problem}: run `podium access login`, or give "
+            "a token with --token, PODIUM_TOKEN or PODIUM_TOKEN_FILE",
             details=body.get("details") if isinstance(body, dict) else None,
         )
 
@@ -445,14 +447,23 @@ def _connection_error(msg: str) -> PodiumError:
     return PodiumError(msg, kind="podium/connection-error")
 
 
+def token_file() -> Path:
+    """Where the API token is read from, and where ``podium access login`` saves it:
+    $PODIUM_TOKEN_FILE, else ``podium/token`` in the user's config folder."""
+    named = env("TOKEN_FILE")
+    if named:
+        return Path(named)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "podium" / "token"
+
+
 def _token() -> str | None:
-    """The API token: $PODIUM_TOKEN, the file in $PODIUM_TOKEN_FILE, or the local
-    server's ``<datadir>/admin-token`` when this user can read it."""
+    """The API token: $PODIUM_TOKEN, else the content of :func:`token_file`."""
     token = env("TOKEN")
     if token:
         return token.strip()
     named = env("TOKEN_FILE")
-    path = Path(named) if named else default_datadir() / "admin-token"
+    path = token_file()
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -82,12 +82,37 @@ class Fleet:
         return self.cadir / "ca_crt.pem"
 
     @property
+    def admin_password_file(self) -> Path:
+        """The admin user's password, made up before the server's first start."""
+        return self.root / "admin-password"
+
+    @property
     def token_file(self) -> Path:
-        return self.datadir / "admin-token"
+        """A token of the admin user, written by each :meth:`start_server`."""
+        return self.root / "token"
 
     @property
     def api_token(self) -> str:
         return self.token_file.read_text().strip()
+
+    def login(self, login: str = "admin", password: str | None = None) -> str:
+        """A token for ``login`` (a day long), as ``podium access login`` gets one."""
+        import ssl
+
+        import httpx
+
+        if password is None:
+            password = self.admin_password_file.read_text().strip()
+        response = httpx.post(
+            f"{self.server_url}/rbac-api/v1/auth/token",
+            json={"login": login, "password": password, "lifetime": "1d", "label": "fleet"},
+            verify=ssl.create_default_context(cafile=str(self.cacert)),
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise PodiumError(f"cannot log in as {login}: {response.text}")
+        token: str = response.json()["token"]
+        return token
 
     @property
     def enrollment_token_file(self) -> Path:
@@ -135,6 +160,7 @@ class Fleet:
             *("--port", str(self.api_port), "--broker-port", str(self.broker_port)),
             # A file, not the token: a command line is visible to every user.
             *("--autosign-token-file", str(_token_file(self.enrollment_token_file, self.token))),
+            *("--admin-password-file", str(self._admin_password())),
         ]
         if self.codedir is not None:
             args += ["--codedir", str(self.codedir.resolve())]
@@ -147,7 +173,14 @@ class Fleet:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise PodiumError("the server did not start:\n" + self.tail(self.server_log))
             time.sleep(0.05)
+        _token_file(self.token_file, self.login())
         return server
+
+    def _admin_password(self) -> Path:
+        path = self.admin_password_file
+        if not path.exists():
+            _token_file(path, secrets.token_urlsafe(18))
+        return path
 
     def _up(self) -> bool:
         import ssl

@@ -126,6 +126,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "handshake included) this long after connecting or after its last response "
         "(default $PODIUM_HTTP_HEADER_TIMEOUT or 10)",
     )
+    p.add_argument(
+        "--admin-password-file",
+        type=Path,
+        metavar="FILE",
+        help="at the first start, the admin user's password is the content of FILE (mode "
+        "0600); without it one is made up and printed once (default "
+        "$PODIUM_ADMIN_PASSWORD_FILE)",
+    )
+    p.add_argument(
+        "--ldap-config",
+        type=Path,
+        metavar="FILE",
+        help="let directory users log in: the LDAP settings file (see docs/access.md; "
+        "default $PODIUM_LDAP_CONFIG)",
+    )
+    p.add_argument(
+        "--token-lifetime",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="how long a login's token lives unless the login asks (default 3600)",
+    )
+    p.add_argument(
+        "--token-max-lifetime",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="the longest a login may ask its token to live (default 86400)",
+    )
     add_log_level(p)
     p.set_defaults(func=run)
 
@@ -177,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
         task_concurrency=args.task_concurrency,
         task_timeout=args.task_timeout,
         answer_timeout=args.answer_timeout,
+        admin_password_file=args.admin_password_file,
+        ldap_config=args.ldap_config,
+        token_lifetime=args.token_lifetime,
+        token_max_lifetime=args.token_max_lifetime,
         max_request_body=args.max_request_body,
         http_max_connections=args.http_max_connections,
         http_header_timeout=args.http_header_timeout,
