@@ -162,3 +162,16 @@ async def audit(
         address=address(request) or None,
     )
     await asyncio.to_thread(request.app.state.runtime.access.record, entry)
+
+
+def routes_of(app: Any) -> list[Any]:
+    """Every route of ``app``, those of included routers too (FastAPI keeps an included
+    router whole and resolves its routes when asked)."""
+    out = []
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is None:
+            out.append(route)
+        else:
+            out.extend(context.original_route for context in contexts())
+    return out
