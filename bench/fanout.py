@@ -703,7 +703,7 @@ def run_cli(
         os.environ,
         PODIUM_SERVER_URL=server.url,
         PODIUM_CACERT=str(server.cacert),
-        PODIUM_TOKEN_FILE=str(server.datadir / "admin-token"),
+        PODIUM_TOKEN_FILE=str(server.token_file),
     )
     env.pop("PODIUM_TOKEN", None)
     argv = [

@@ -155,6 +155,7 @@ class ServerInfo:
     broker_url: str
     cacert: Path
     datadir: Path
+    token_file: Path  # the admin's API token
     broker_pid: int | None = None  # a standalone broker's process, if there is one
 
     @property
@@ -289,6 +290,7 @@ def running_server(
             broker_url=broker_url,
             cacert=demo.cacert,
             datadir=root / "server",
+            token_file=demo.token_file,
             broker_pid=broker.pid if broker is not None else None,
         )
         yield demo, info
@@ -329,7 +331,7 @@ class Api:
             base_url=server.url + "/orchestrator/v1",
             verify=ssl.create_default_context(cafile=str(server.cacert)),
             timeout=timeout,
-            headers={"X-Authentication": (server.datadir / "admin-token").read_text().strip()},
+            headers={"X-Authentication": server.token_file.read_text().strip()},
         )
 
     def close(self) -> None:

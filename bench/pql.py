@@ -94,7 +94,7 @@ def bench(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="podium-pql-") as reports,
     ):
         results["database"] = "postgresql" if url else "sqlite"
-        token = (server.datadir / "admin-token").read_text().strip()
+        token = server.token_file.read_text().strip()
         common = ["--token", token, "--insecure"]
         out = Path(reports)
         print(f"server up (pid {server.pid}) at {server.url}; {memory(server.pid)}", flush=True)
