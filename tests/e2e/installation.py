@@ -193,14 +193,20 @@ class Installation:
 
     # -- the CLI ----------------------------------------------------------------------
 
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """``podium ARGS`` as an operator types it, pointed at this server."""
+    def cli(
+        self, *args: str, timeout: float = 60.0, token: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``podium ARGS`` as an operator types it, pointed at this server, as the admin
+        (or as the holder of ``token``; an empty one: nobody logged in)."""
         env = {
             **os.environ,
             "PODIUM_SERVER_URL": self.fleet.server_url,
             "PODIUM_CACERT": str(self.fleet.cacert),
             "PODIUM_TOKEN_FILE": str(self.fleet.token_file),
         }
+        if token is not None:
+            env["PODIUM_TOKEN_FILE"] = os.devnull
+            env["PODIUM_TOKEN"] = token
         return subprocess.run(
             [sys.executable, "-m", "podium", *args],
             capture_output=True,

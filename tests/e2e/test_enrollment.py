@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,16 @@ def test_agent_with_the_enrollment_token_is_signed_and_usable(fleet: Installatio
 
     assert cert.exists()
     assert fleet.echo_results([certname]) == echoed([certname])
+
+
+def test_no_command_line_shows_the_enrollment_token(fleet: Installation) -> None:
+    token = fleet.fleet.token.encode()
+    processes = [fleet.fleet.server, *fleet.fleet.agents.values()]
+    for proc in processes:
+        assert proc is not None and proc.poll() is None
+        command_line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert token not in command_line, command_line
+    assert fleet.fleet.enrollment_token_file.stat().st_mode & 0o077 == 0
 
 
 def test_agent_with_a_wrong_token_waits_until_signed_by_hand(fleet: Installation) -> None:
@@ -42,7 +53,8 @@ def test_agent_with_a_wrong_token_waits_until_signed_by_hand(fleet: Installation
     assert not (fleet.vardir(certname) / "ssl" / "certs" / f"{certname}.pem").exists()
     assert not fleet.connected(certname)
 
-    sign = fleet.cli("ca", "sign", "--cadir", cadir, certname)
+    # Signed through the server's CA API, as from an operator's laptop.
+    sign = fleet.cli("ca", "sign", "--server-url", fleet.fleet.server_url, certname)
 
     assert sign.returncode == 0, sign.stdout + sign.stderr
     assert f"Signed the certificate of {certname}" in sign.stdout

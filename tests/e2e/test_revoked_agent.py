@@ -1,4 +1,5 @@
-"""A revoked certificate is dropped by the broker and refused from then on."""
+"""A revoked certificate is dropped by the broker and refused from then on; the node
+enrolls again only when an operator signs its new request by name."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ssl
 import httpx
 import pytest
 
-from e2e.installation import NODES, Installation, wait_for
+from e2e.installation import NODES, Installation, echoed, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +17,8 @@ def test_revoked_agent_is_disconnected_and_refused(fleet: Installation) -> None:
     certname = "revoked.e2e"
     fleet.add_agent(certname)
 
-    revoke = fleet.cli("ca", "revoke", "--cadir", str(fleet.fleet.cadir), certname)
+    # Through the server's CA API, as from an operator's laptop.
+    revoke = fleet.cli("ca", "revoke", "--server-url", fleet.fleet.server_url, certname)
 
     assert revoke.returncode == 0, revoke.stdout + revoke.stderr
     assert f"Revoked the certificate of {certname}" in revoke.stdout
@@ -50,3 +52,39 @@ def test_revoked_agent_is_disconnected_and_refused(fleet: Installation) -> None:
     refused = httpx.get(url, params={"environment": "production"}, verify=context)
     assert refused.status_code == 403
     assert "revoked" in refused.json()["msg"]
+
+
+def test_a_revoked_node_enrolling_again_waits_for_an_operator(fleet: Installation) -> None:
+    certname = "re-enrolled.e2e"
+    cadir = str(fleet.fleet.cadir)
+    fleet.add_agent(certname)
+    assert fleet.cli("ca", "revoke", "--cadir", cadir, certname).returncode == 0
+    fleet.wait_disconnected(certname)
+    fleet.stop_agent(certname)
+    # The node is rebuilt: a new key, and the token that autosigns every new node.
+    ssldir = fleet.vardir(certname) / "ssl"
+    (ssldir / "certs" / f"{certname}.pem").unlink()
+    (ssldir / "private_keys" / f"{certname}.pem").unlink()
+
+    fleet.restart_agent(certname)
+
+    wait_for(
+        "the agent to wait for its certificate",
+        lambda: f"waiting for the CA to sign {certname}" in fleet.agent_log(certname),
+    )
+    listing = fleet.cli("ca", "list", "--cadir", cadir)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert any(
+        line.split()[:2] == [certname, "requested"] for line in listing.stdout.splitlines()
+    ), listing.stdout
+    assert f"{certname} waits for an operator: the certificate of {certname}" in listing.stdout
+    server_log = fleet.fleet.server_log.read_text(errors="replace")
+    assert f"the certificate request of {certname} waits for an operator" in server_log
+    assert not fleet.connected(certname)
+
+    sign = fleet.cli("ca", "sign", "--cadir", cadir, certname)
+
+    assert sign.returncode == 0, sign.stdout + sign.stderr
+    fleet.wait_connected(certname, timeout=15)
+    assert fleet.echo_results([certname]) == echoed([certname])
+    fleet.stop_agent(certname)

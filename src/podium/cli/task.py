@@ -10,7 +10,14 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from podium.cli.client import ApiClient, add_connection_args, clean_text, print_json, table
+from podium.cli.client import (
+    ApiClient,
+    add_connection_args,
+    clean_line,
+    clean_text,
+    print_json,
+    table,
+)
 from podium.cli.durations import DURATION_HELP, duration_arg, parse_duration
 from podium.cli.job import add_display_args
 from podium.cli.target import add_target_args, read_at, scope_from_args
@@ -239,7 +246,17 @@ def run_task(args: argparse.Namespace) -> int:
     if not as_json:
         sys.stdout.write("Starting job ...\n")
         sys.stdout.flush()
-    job = client.call("POST", "/command/task", json=body)["job"]
+    answer = client.call("POST", "/command/task", json=body)
+    job = answer["job"]
+    left_out = answer.get("left_out")
+    if left_out:  # the target reached further than the caller's permissions
+        names = [clean_line(str(n)) for n in left_out.get("nodes", ())]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        print(
+            f"warning: left out {len(names)} nodes you may not run this on ({shown}): "
+            f"{clean_line(str(left_out.get('reason', '')))}",
+            file=sys.stderr,
+        )
     query = body["scope"].get("query")
     try:
         return follow(
