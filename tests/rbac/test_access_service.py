@@ -95,7 +95,9 @@ def test_tokens_end_when_they_expire_or_are_revoked(access: AccessService, clock
 def test_only_the_digest_of_a_token_is_stored(store: Store, access: AccessService) -> None:
     token, _, _ = access.login("admin", "admin-password")
     with store._read() as connection:
-        dump = "\n".join(str(row) for row in connection.exec_driver_sql("SELECT * FROM rbac_tokens"))
+        dump = "\n".join(
+            str(row) for row in connection.exec_driver_sql("SELECT * FROM rbac_tokens")
+        )
     assert token not in dump
 
 
