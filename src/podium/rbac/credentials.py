@@ -10,7 +10,6 @@ lets nobody in.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from typing import Final
 
@@ -74,9 +73,3 @@ def token_digest(token: str) -> str:
     """What is stored of a token, and what it is looked up by."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
-
-def same(a: str, b: str) -> bool:
-    """Constant-time string comparison."""
-    return hmac.compare_digest(
-        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
-    )
