@@ -236,7 +236,7 @@ def test_a_server_that_never_answers_says_it_did_not_answer(ca, good_cert):
 def test_a_401_without_a_token_says_where_tokens_come_from(ca, good_cert, tmp_path, monkeypatch):
     for name in ("PODIUM_TOKEN", "PODIUM_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PODIUM_DATADIR", str(tmp_path / "no-datadir"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     said = {"kind": "puppetlabs.rbac/user-unauthenticated", "msg": "this API needs a token"}
     with (
         serving(tls=good_cert, status=401, body=said) as server,
@@ -245,9 +245,8 @@ def test_a_401_without_a_token_says_where_tokens_come_from(ca, good_cert, tmp_pa
     ):
         client.call("GET", "/jobs")
     assert raised.value.msg == (
-        f"the server at {url(server)} needs an API token (this API needs a token): give one "
-        "with PODIUM_TOKEN, PODIUM_TOKEN_FILE or --token; the server's admin token is the "
-        "file <datadir>/admin-token"
+        f"the server at {url(server)} needs you to log in: run `podium access login`, or "
+        "give a token with --token, PODIUM_TOKEN or PODIUM_TOKEN_FILE"
     )
     assert "x-authentication" not in {k.lower() for k in server.seen[0]}
 
@@ -261,8 +260,8 @@ def test_a_401_for_a_wrong_token_says_to_give_the_right_one(ca, good_cert):
     ):
         client.call("GET", "/jobs")
     assert raised.value.msg.startswith(
-        f"the server at {url(server)} refused the API token (the token is not valid): give "
-        "the right one with PODIUM_TOKEN, PODIUM_TOKEN_FILE or --token"
+        f"the server at {url(server)} refused your token (the token is not valid): run "
+        "`podium access login`, or give a token with --token, PODIUM_TOKEN or PODIUM_TOKEN_FILE"
     )
     assert raised.value.kind == "puppetlabs.rbac/user-unauthenticated"
 

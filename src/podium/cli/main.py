@@ -27,6 +27,10 @@ _COMMANDS = (
     "query",
     "group",
     "facts",
+    "access",
+    "user",
+    "role",
+    "activity",
     "demo",
 )
 
