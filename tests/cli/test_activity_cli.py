@@ -90,7 +90,7 @@ def test_activity_filters_by_user_type_and_object(story: Podium):
     assert [r["MESSAGE"] for r in roles] == ["changed role Auditors: permissions activity:view:*"]
     user = json.loads(story("user", "show", "erin", "--format", "json").out)
     about = table(story("activity", "--object", user["id"], "--service", "rbac").out)
-    assert [r["TYPE"] for r in about] == ["login", "update", "create"]
+    assert [r["TYPE"] for r in about] == ["login", "login_failed", "update", "create"]
 
 
 def test_a_user_given_activity_view_reads_the_log(server: Server, story: Podium):

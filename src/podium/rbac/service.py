@@ -164,7 +164,7 @@ class AccessService:
                 "users",
                 user.id,
                 user.login,
-                f"logged in; token {record.id} expires {record.expires_at.isoformat()}",
+                f"logged in; token {record.id} expires {_iso(record.expires_at)}",
                 subject_id=user.id,
                 address=address or None,
             )
@@ -203,15 +203,18 @@ class AccessService:
         return None if user.is_revoked else user
 
     def _failed(self, login: str, address: str, why: str) -> None:
+        # Like every entry about a user, by the user's id (when the login is one).
+        found = self.store.user_by_login(login) if login else None
         self.record(
             Activity(
                 "rbac",
                 "login_failed",
                 login[:255] or "(none)",
                 "users",
-                login[:255],
+                found[0].id if found is not None else login[:255],
                 login[:255],
                 f"failed to log in: {why}",
+                subject_id=found[0].id if found is not None else None,
                 address=address or None,
             )
         )
@@ -321,6 +324,7 @@ class AccessService:
             user_ids=user_ids,
         )
         self.forget()
+        owners = {u.id: u.login for u in self.store.users(sorted({r.user_id for r in revoked}))}
         self.record(
             *(
                 Activity(
@@ -330,7 +334,7 @@ class AccessService:
                     "tokens",
                     r.id,
                     r.label or r.id,
-                    f"revoked token {r.id} of user {r.user_id}",
+                    f"revoked token {r.id} of {owners.get(r.user_id, r.user_id)}",
                     subject_id=by.id,
                     address=address or None,
                 )
@@ -344,3 +348,6 @@ class AccessService:
     def record(self, *entries: Activity) -> None:
         self.store.record(entries, self.now())
 
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -7,7 +7,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -27,16 +27,17 @@ from podium.rbac.store import (
     UserRecord,
 )
 from podium.server.access import CurrentPrincipal, GuardedRoute, address, allow, audit
-from podium.server.views import timestamp
+from podium.server.views import ERRORS, timestamp
 
-router = APIRouter(prefix="/rbac-api/v1", route_class=GuardedRoute)
-tokens_v2 = APIRouter(prefix="/rbac-api/v2", route_class=GuardedRoute)
-activity = APIRouter(prefix="/activity-api/v1", route_class=GuardedRoute)
+router = APIRouter(prefix="/rbac-api/v1", route_class=GuardedRoute, responses=ERRORS)
+tokens_v2 = APIRouter(prefix="/rbac-api/v2", route_class=GuardedRoute, responses=ERRORS)
+activity = APIRouter(prefix="/activity-api/v1", route_class=GuardedRoute, responses=ERRORS)
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 Text = Annotated[str, Field(max_length=4096)]
 Password = Annotated[str, Field(max_length=credentials.MAX_PASSWORD)]
 RoleId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+RolePath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Uuid = Annotated[str, Field(min_length=1, max_length=36)]
 
 
@@ -218,8 +219,8 @@ async def revoke_tokens(
         raise ValidationError(f"no user named {', '.join(unknown)}")
     user_ids = [by_login[n].id for n in body.revoke_tokens_by_usernames]
     ids = list(body.revoke_tokens_by_ids)
-    if body.revoke_tokens_by_labels:
-        mine = await asyncio.to_thread(store.tokens, None)
+    if body.revoke_tokens_by_labels:  # the caller's own, as in PE
+        mine = await asyncio.to_thread(store.tokens, principal.id)
         ids += [t.id for t in mine if t.label in body.revoke_tokens_by_labels]
     if (ids or user_ids) and not principal.allows("users", "edit"):
         tokens = await asyncio.to_thread(store.tokens, principal.id)
@@ -329,6 +330,10 @@ async def update_user(
         is_revoked=body.is_revoked,
         password_hash=hashed,
     )
+    if user.is_revoked and not before.is_revoked:  # reinstating must not revive old tokens
+        await asyncio.to_thread(
+            _access(request).revoke, principal, user_ids=[sid], address=address(request)
+        )
     _access(request).forget()
     changes = [
         what
@@ -413,7 +418,7 @@ async def list_roles(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/roles/{role_id}", openapi_extra=allow("users:view"))
-async def get_role(role_id: RoleId, request: Request) -> dict[str, Any]:
+async def get_role(role_id: RolePath, request: Request) -> dict[str, Any]:
     return role_view(await asyncio.to_thread(_store(request).role, role_id))
 
 
@@ -428,20 +433,32 @@ async def create_role(
 
 @router.put("/roles/{role_id}", openapi_extra=allow("users:edit"))
 async def update_role(
-    role_id: RoleId, body: RoleBody, request: Request, principal: CurrentPrincipal
+    role_id: RolePath, body: RoleBody, request: Request, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     if body.id is not None and body.id != role_id:
         raise ValidationError(f"the body's id {body.id} is not the path's {role_id}")
+    store = _store(request)
+    before = await asyncio.to_thread(store.role, role_id)
     role = await _save_role(request, body, role_id)
     perms = ", ".join(str(p) for p in role.permissions) or "none"
-    await _audit_role(
-        request, principal, "update", role, f"changed role {role.display_name}: permissions {perms}"
-    )
+    message = f"changed role {role.display_name}: permissions {perms}"
+    users = {u.id: u.login for u in await asyncio.to_thread(store.users)}
+    for what, now, then, names in (
+        ("users", role.user_ids, before.user_ids, users),
+        ("directory groups", role.group_ids, before.group_ids, {}),
+    ):
+        added = [names.get(i, i) for i in now if i not in then]
+        removed = [names.get(i, i) for i in then if i not in now]
+        if added:
+            message += f"; {what} added: {', '.join(added)}"
+        if removed:
+            message += f"; {what} removed: {', '.join(removed)}"
+    await _audit_role(request, principal, "update", role, message)
     return role_view(role)
 
 
 @router.delete("/roles/{role_id}", status_code=204, openapi_extra=allow("users:edit"))
-async def delete_role(role_id: RoleId, request: Request, principal: CurrentPrincipal) -> Response:
+async def delete_role(role_id: RolePath, request: Request, principal: CurrentPrincipal) -> Response:
     store = _store(request)
     role = await asyncio.to_thread(store.role, role_id)
     await asyncio.to_thread(store.delete_role, role_id)
