@@ -71,6 +71,10 @@ async def test_users_are_created_listed_and_changed_in_pe_shapes(rbac: httpx.Asy
     assert changed.status_code == 200 and changed.json()["is_revoked"]
     again = await rbac.get("/rbac-api/v1/users/current", headers={"X-Authentication": token})
     assert again.status_code == 401
+    # reinstating does not bring the old tokens back
+    await rbac.put(f"/rbac-api/v1/users/{user['id']}", json={"is_revoked": False})
+    later = await rbac.get("/rbac-api/v1/users/current", headers={"X-Authentication": token})
+    assert later.status_code == 401 and "revoked" in later.json()["msg"]
     duplicate = await rbac.post("/rbac-api/v1/users", json={"login": "kalo"})
     assert duplicate.status_code == 409
 
