@@ -211,6 +211,33 @@ async def revoke_tokens(
 ) -> Response:
     """Revoke tokens: by value (anyone holding one), or a user's, by id or label (one's
     own, or anyone's with ``users:edit``)."""
+    return await _revoke(body, request, principal)
+
+
+@tokens_v2.delete("/tokens", status_code=204, openapi_extra=allow("authenticated"))
+async def revoke_tokens_by_query(
+    request: Request,
+    principal: CurrentPrincipal,
+    revoke_tokens: Annotated[str, Query(max_length=65536)] = "",
+    revoke_tokens_by_usernames: Annotated[str, Query(max_length=65536)] = "",
+    revoke_tokens_by_ids: Annotated[str, Query(max_length=65536)] = "",
+    revoke_tokens_by_labels: Annotated[str, Query(max_length=65536)] = "",
+) -> Response:
+    """PE's form of the same: comma-separated lists in the query string."""
+
+    def items(text: str) -> list[str]:
+        return [i.strip() for i in text.split(",") if i.strip()]
+
+    body = RevokeBody(
+        revoke_tokens=items(revoke_tokens),
+        revoke_tokens_by_usernames=items(revoke_tokens_by_usernames),
+        revoke_tokens_by_ids=items(revoke_tokens_by_ids),
+        revoke_tokens_by_labels=items(revoke_tokens_by_labels),
+    )
+    return await _revoke(body, request, principal)
+
+
+async def _revoke(body: RevokeBody, request: Request, principal: Principal) -> Response:
     store = _store(request)
     users = await asyncio.to_thread(store.users)
     by_login = {u.login: u for u in users}
