@@ -387,7 +387,7 @@ def _event_of(sse: SseEvent) -> dict[str, Any]:
 
 def _next_start(last: str | None) -> int:
     """``?start=`` for the event after ``last`` (for a server without Last-Event-ID)."""
-    return int(last) + 1 if last is not None and last.isdigit() else 0
+    return int(last) + 1 if last is not None and last.isascii() and last.isdigit() else 0
 
 
 def _json_or_none(response: httpx.Response) -> Any:

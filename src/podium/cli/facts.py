@@ -98,13 +98,15 @@ def lookup(value: Any, path: str) -> Any:
         head, rest = ".".join(parts[:cut]), ".".join(parts[cut:])
         if isinstance(value, Mapping) and head in value:
             found = lookup(value[head], rest)
-        elif isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        elif (
+            isinstance(value, list) and head.isascii() and head.isdigit() and int(head) < len(value)
+        ):
             found = lookup(value[int(head)], rest)
         else:
             continue
         if found is not _MISSING:
             return found
-    if isinstance(value, list) and path.isdigit() and int(path) < len(value):
+    if isinstance(value, list) and path.isascii() and path.isdigit() and int(path) < len(value):
         return value[int(path)]
     return _MISSING
 

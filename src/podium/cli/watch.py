@@ -211,14 +211,14 @@ class JobDisplay:
     def feed(self, event: Mapping[str, Any]) -> list[Line]:
         """The lines to print for one event view ``{id, type, details, ...}``."""
         raw_id = str(event.get("id", ""))
-        if raw_id.isdigit() and int(raw_id) <= self._last_id:
+        if raw_id.isascii() and raw_id.isdigit() and int(raw_id) <= self._last_id:
             return []
         kind = str(event.get("type", ""))
         details = event.get("details") or {}
         if not isinstance(details, Mapping):
             details = {}
         lines = self._handle(kind, details)
-        if raw_id.isdigit():
+        if raw_id.isascii() and raw_id.isdigit():
             self._last_id = int(raw_id)
         return lines
 

@@ -564,7 +564,12 @@ def _checked_pace(pace: Mapping[str, Any]) -> dict[str, Any]:
     batch = out.get("batch")
     if batch is not None:
         text = str(batch)
-        percent = text.endswith("%") and text[:-1].isdigit() and 1 <= int(text[:-1]) <= 100
+        percent = (
+            text.endswith("%")
+            and text[:-1].isascii()
+            and text[:-1].isdigit()
+            and 1 <= int(text[:-1]) <= 100
+        )
         whole = isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1
         if not (percent or whole):
             raise ValidationError(

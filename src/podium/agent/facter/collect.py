@@ -186,8 +186,9 @@ def _sysfs_net(names: list[str]) -> dict[str, dict[str, Any]]:
         base = Path("/sys/class/net") / name
         entry: dict[str, Any] = {"physical": (base / "device").exists()}
         if entry["physical"]:
-            speed = _maybe(base / "speed")  # EINVAL while the link is down
-            if speed is not None and speed.strip().lstrip("-").isdigit():
+            speed = _maybe(base / "speed") or ""  # EINVAL while the link is down
+            digits = speed.strip().lstrip("-")
+            if digits.isascii() and digits.isdigit():
                 entry["speed"] = int(speed)
             duplex = _maybe(base / "duplex")
             if duplex is not None and duplex.strip():

@@ -346,7 +346,7 @@ def memory(meminfo: str) -> dict[str, Any]:
     for line in meminfo.splitlines():
         key, _, rest = line.partition(":")
         value = rest.split()
-        if value and value[0].isdigit():
+        if value and value[0].isascii() and value[0].isdigit():
             kib[key.strip()] = int(value[0]) * 1024
     result: dict[str, Any] = {}
     total = kib.get("MemTotal", 0)
@@ -400,9 +400,9 @@ def processors(cpuinfo: str, *, machine: str, package_ids: Iterable[str] = ()) -
                 speed = int(digits.group(0)) * 1_000_000
         elif key == "flags":
             flags.update(value.split())
-        elif key == "cpu cores" and cores is None and value.isdigit():
+        elif key == "cpu cores" and cores is None and value.isascii() and value.isdigit():
             cores = int(value)
-        elif key == "siblings" and siblings is None and value.isdigit():
+        elif key == "siblings" and siblings is None and value.isascii() and value.isdigit():
             siblings = int(value)
     extensions = {machine}
     if machine == "x86_64":
@@ -467,7 +467,7 @@ def disks(found: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
             if files.get(key, "").strip():
                 disk[key] = files[key].strip()
         size = files.get("size", "").strip()
-        if size.isdigit():
+        if size.isascii() and size.isdigit():
             disk["size_bytes"] = int(size) * 512
             disk["size"] = human_bytes(disk["size_bytes"])
         rotational = files.get("rotational", "").strip()
@@ -546,7 +546,7 @@ def dmi(ids: Mapping[str, str]) -> dict[str, Any]:
     value = {key: text.strip() for key, text in ids.items() if text and text.strip()}
     chassis = value.get("chassis_type", "")
     chassis_name = None
-    if chassis.isdigit() and 0 < int(chassis) <= len(_CHASSIS):
+    if chassis.isascii() and chassis.isdigit() and 0 < int(chassis) <= len(_CHASSIS):
         chassis_name = _CHASSIS[int(chassis) - 1]
     return _prune(
         {

@@ -227,7 +227,7 @@ def regex_pattern(value: Any, field: str) -> Pattern:
             parts.append(item)
         else:
             checked_regex(item)
-            parts.append(MatchPart(item, digits_only=item.isdigit()))
+            parts.append(MatchPart(item, digits_only=item.isascii() and item.isdigit()))
     return Pattern(tuple(parts))
 
 
