@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.installation import Installation, echoed, wait_for
+from e2e.installation import NODES, Installation, echoed, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def test_agent_with_the_enrollment_token_is_signed_and_usable(fleet: Installatio
 
 def test_no_command_line_shows_the_enrollment_token(fleet: Installation) -> None:
     token = fleet.fleet.token.encode()
-    processes = [fleet.fleet.server, *fleet.fleet.agents.values()]
+    processes = [fleet.fleet.server, *(fleet.fleet.agents[node] for node in NODES)]
     for proc in processes:
         assert proc is not None and proc.poll() is None
         command_line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()

@@ -3,10 +3,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from podium.cli import main as cli_main
+from podium.errors import NotFound
 from podium.pki.ca import CertificateAuthority
 from podium.pki.keys import generate_key, make_csr
 
@@ -212,3 +215,190 @@ def test_autosign_off_clears_the_policy(run: Run) -> None:
     assert json.loads(run("autosign", "--format", "json")[1]) == {"patterns": [], "token_count": 0}
     code, _, err = run("autosign", "--off", "--pattern", "*")
     assert code == 1 and "--off cannot be combined" in err
+
+
+# A revoked certname's new request
+
+
+def _enroll_and_revoke(cadir: Path, certname: str) -> None:
+    ca = CertificateAuthority.open(cadir)
+    if ca.submit_csr(certname, make_csr(certname, generate_key())) == "requested":
+        ca.sign(certname)
+    ca.revoke(certname)
+    ca.submit_csr(certname, make_csr(certname, generate_key()))
+
+
+def test_list_says_why_a_revoked_certname_waits(run: Run, cadir: Path) -> None:
+    run("init", "--autosign", "*")
+    _enroll_and_revoke(cadir, "web01")
+    code, out, _ = run("list")
+    assert code == 0
+    assert out.splitlines()[1].split()[:2] == ["web01", "requested"]
+    assert "web01 waits for an operator: the certificate of web01 (serial 2) was revoked" in out
+    data = json.loads(run("list", "--format", "json")[1])
+    assert "was revoked" in data[0]["hold_reason"]
+
+
+def test_sign_all_leaves_a_revoked_certname_for_signing_by_name(run: Run, cadir: Path) -> None:
+    run("init")
+    _enroll_and_revoke(cadir, "web01")
+    _submit(cadir, "web02")
+
+    code, out, err = run("sign", "--all")
+
+    assert (code, out) == (0, "Signed the certificate of web02 (serial 3).\n")
+    assert err.startswith("Not signed: web01 waits for an operator")
+    code, out, _ = run("sign", "web01")
+    assert (code, out) == (0, "Signed the certificate of web01 (serial 4).\n")
+
+
+# Through a server's CA API, where this machine has no CA directory
+
+
+class FakeCaApi:
+    """The server's ``certificate_status`` endpoints over a real CA, recording calls."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        from podium.server.ca_api import status_view
+
+        path = request.url.path.removeprefix("/puppet-ca/v1")
+        self.calls.append((request.method, path))
+        assert request.headers["X-Authentication"] == "api-token"
+        name = path.rsplit("/", 1)[-1]
+        if request.method == "GET" and path.startswith("/certificate_statuses/"):
+            state = request.url.params.get("state")
+            return httpx.Response(200, json=[status_view(s) for s in self.ca.statuses(state)])
+        if request.method == "GET":
+            try:
+                return httpx.Response(200, json=status_view(self.ca.status(name)))
+            except NotFound as exc:
+                return httpx.Response(404, json=exc.to_dict())
+        desired = json.loads(request.content)["desired_state"]
+        if desired == "signed":
+            self.ca.sign(name)
+        else:
+            self.ca.revoke(name)
+        return httpx.Response(204)
+
+
+@pytest.fixture
+def remote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[Run, FakeCaApi]:
+    """``run`` with no CA directory here, against :class:`FakeCaApi`."""
+    from podium.cli import ca as cli_ca
+    from podium.cli.client import ApiClient
+
+    monkeypatch.setattr(cli_main, "_COMMANDS", ("ca",))
+    monkeypatch.delenv("PODIUM_CADIR", raising=False)
+    monkeypatch.setenv("PODIUM_DATADIR", str(tmp_path / "no-server-here"))
+    monkeypatch.setenv("PODIUM_TOKEN", "api-token")
+    server_ca = CertificateAuthority.init(tmp_path / "server-ca")
+    api = FakeCaApi(server_ca)
+    made: list[str | None] = []
+
+    def client(args: Any) -> ApiClient:
+        made.append(args.server_url)
+        return ApiClient(
+            args.server_url,
+            server_ca.ca_cert_path,
+            api="/puppet-ca/v1",
+            transport=httpx.MockTransport(api),
+        )
+
+    monkeypatch.setattr(cli_ca, "_client", client)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli_main.main(["ca", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run, api
+
+
+def test_list_sign_and_revoke_use_the_server_without_a_local_ca(
+    remote: tuple[Run, FakeCaApi],
+) -> None:
+    run, api = remote
+    for certname in ("web01", "web02"):
+        api.ca.submit_csr(certname, make_csr(certname, generate_key()))
+
+    code, out, _ = run("list")
+    assert code == 0
+    assert [row.split()[:2] for row in out.splitlines()[1:]] == [
+        ["web01", "requested"],
+        ["web02", "requested"],
+    ]
+    assert api.calls == [("GET", "/certificate_statuses/any")]
+
+    assert run("sign", "web01") == (0, "Signed the certificate of web01 (serial 2).\n", "")
+    assert ("PUT", "/certificate_status/web01") in api.calls
+    assert api.ca.status("web01").state == "signed"
+
+    assert run("revoke", "web01") == (0, "Revoked the certificate of web01 (serial 2).\n", "")
+    assert api.ca.status("web01").state == "revoked"
+
+    data = json.loads(run("list", "--all", "--format", "json")[1])
+    assert [(i["certname"], i["state"], i["serial"]) for i in data] == [
+        ("web01", "revoked", 2),
+        ("web02", "requested", None),
+    ]
+    not_after = api.ca.list()[0].not_after
+    assert not_after is not None and data[0]["not_after"] == not_after.isoformat()
+
+
+def test_remote_sign_and_revoke_check_every_name_first(remote: tuple[Run, FakeCaApi]) -> None:
+    run, api = remote
+    api.ca.submit_csr("web01", make_csr("web01", generate_key()))
+
+    code, _, err = run("sign", "web01", "ghost")
+    assert (code, err) == (1, "podium ca: no certificate request is pending for ghost\n")
+    code, _, err = run("revoke", "web01")
+    assert (code, err) == (1, "podium ca: no certificate was signed for web01\n")
+    assert [method for method, _ in api.calls if method == "PUT"] == []
+
+
+def test_remote_sign_all_leaves_a_revoked_certname(remote: tuple[Run, FakeCaApi]) -> None:
+    run, api = remote
+    _enroll_and_revoke(api.ca.directory, "web01")
+    api.ca.submit_csr("web02", make_csr("web02", generate_key()))
+
+    code, out, err = run("sign", "--all")
+
+    assert (code, out) == (0, "Signed the certificate of web02 (serial 3).\n")
+    assert "Not signed: web01 waits for an operator" in err
+
+
+def test_a_local_ca_directory_is_used_when_there_is_one(
+    remote: tuple[Run, FakeCaApi], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, api = remote
+    local = CertificateAuthority.init(tmp_path / "no-server-here" / "ca")
+    _submit(local.directory, "here")
+    api.ca.submit_csr("there", make_csr("there", generate_key()))
+
+    assert run("list")[1].splitlines()[1].split()[0] == "here"
+    assert api.calls == []
+    assert run("list", "--server-url", "https://podium:8143")[1].splitlines()[1].startswith("there")
+    code, _, err = run("list", "--server-url", "https://x", "--cadir", str(local.directory))
+    assert code == 1 and "not both" in err
+
+
+def test_without_a_local_ca_or_a_server_certificate_both_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_main, "_COMMANDS", ("ca",))
+    monkeypatch.delenv("PODIUM_CADIR", raising=False)
+    monkeypatch.delenv("PODIUM_CACERT", raising=False)
+    monkeypatch.setenv("PODIUM_DATADIR", str(tmp_path / "nothing"))
+
+    assert cli_main.main(["ca", "list"]) == 1
+
+    err = capsys.readouterr().err
+    assert f"this machine has no CA directory this user can read ({tmp_path}" in err
+    assert "PODIUM_CACERT" in err

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -7,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from podium.errors import ValidationError
-from podium.pki.keys import generate_key, load_private_key, make_csr
+from podium.pki.keys import certificate_matches_key, generate_key, load_private_key, make_csr
 
 
 def test_generated_key_is_unencrypted_pkcs8_p256() -> None:
@@ -79,3 +81,15 @@ def test_an_ed25519_key_is_refused() -> None:
     )
     with pytest.raises(ValidationError, match="use an EC or an RSA key"):
         load_private_key(pem)
+
+
+def test_a_certificate_matches_only_the_key_it_was_issued_for(tmp_path: Path) -> None:
+    from podium.pki.ca import CertificateAuthority
+
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    key, other = generate_key(), generate_key()
+    ca.submit_csr("web01", make_csr("web01", key))
+    cert = ca.sign("web01")
+    assert certificate_matches_key(cert, key)
+    assert not certificate_matches_key(cert, other)
+    assert not certificate_matches_key(b"not a certificate", key)

@@ -278,6 +278,9 @@ MINIMAL: dict[str, Any] = {
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "ldap-password").write_text(SERVICE_PASSWORD + "\n")
+    (tmp_path / "ldap-password").chmod(0o600)
+    (tmp_path / "open-password").write_text(SERVICE_PASSWORD + "\n")
+    (tmp_path / "open-password").chmod(0o644)
     (tmp_path / "ca.pem").write_text("a CA certificate\n")
     return tmp_path
 
@@ -327,6 +330,7 @@ BAD_SETTINGS: dict[str, tuple[dict[str, Any], str]] = {
     "two password sources": ({"bind_password_env": "LDAP_PW"}, "bind_password_env"),
     "password file missing": ({"bind_password_file": "nowhere"}, "bind_password_file"),
     "password file empty": ({"bind_password_file": "empty"}, "bind_password_file"),
+    "password file open to others": ({"bind_password_file": "open-password"}, "bind_password_file"),
     "password variable unset": (
         {"bind_password_file": None, "bind_password_env": "PODIUM_TEST_UNSET_VARIABLE"},
         "bind_password_env",

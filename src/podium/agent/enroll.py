@@ -80,11 +80,8 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
         _write_private(config.key_path, keys.generate_key(), 0o600)
     context = ssl.create_default_context(cafile=str(config.ca_path))
     name = quote(config.certname, safe="")
-    csr = keys.make_csr(
-        config.certname,
-        config.key_path.read_bytes(),
-        challenge_password=token,
-    )
+    key_pem = config.key_path.read_bytes()
+    csr = keys.make_csr(config.certname, key_pem, challenge_password=token)
     try:
         http.request(f"{base}/certificate_request/{name}", context=context, method="PUT", body=csr)
     except http.HttpError as exc:
@@ -98,19 +95,23 @@ def ensure_certificate(config: AgentConfig, *, wait: bool = True) -> None:
     announced = False
     while True:
         try:
-            cert = http.request(f"{base}/certificate/{name}", context=context)
-            break
+            cert: bytes | None = http.request(f"{base}/certificate/{name}", context=context)
         except NotFound:
-            if not wait:
-                raise
-            if not announced:
-                log.warning(
-                    "waiting for the CA to sign %s; on the server run: podium ca sign %s",
-                    config.certname,
-                    config.certname,
-                )
-                announced = True
-            time.sleep(config.waitforcert)
+            cert = None
+        # The CA may still hold an older certificate of this name, for another key: a
+        # revoked one, while this request waits for an operator.
+        if cert is not None and keys.certificate_matches_key(cert, key_pem):
+            break
+        if not wait:
+            raise NotFound(f"the CA has not signed the request of {config.certname} yet")
+        if not announced:
+            log.warning(
+                "waiting for the CA to sign %s; on the server run: podium ca sign %s",
+                config.certname,
+                config.certname,
+            )
+            announced = True
+        time.sleep(config.waitforcert)
     _write_private(config.cert_path, cert, 0o644)
     log.info("certificate for %s installed", config.certname)
 

@@ -13,9 +13,10 @@ shows them to every user: they come from files, one a line (``-`` is standard in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--server-url",
         help="Use this server's CA API instead of a CA directory (the default when this "
         "machine has no CA directory: $PODIUM_SERVER_URL, else https://127.0.0.1:8143). "
-        "The API token comes from $PODIUM_TOKEN or $PODIUM_TOKEN_FILE.",
+        "The API token is the one of `podium access login`, or $PODIUM_TOKEN.",
     )
     remote.add_argument(
         "--cacert",
@@ -283,12 +284,8 @@ def _read_tokens(files: Iterable[Path]) -> tuple[str, ...]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    if _is_local(args):
-        infos = _open(args).list()
-    else:
-        with _client(args) as client:
-            infos = _remote_infos(client, None if args.all else "requested")
-    infos = [info for info in infos if args.all or info.state == "requested"]
+    with _backend(args) as ca:
+        infos = ca.infos(None if args.all else "requested")
     if args.format == "json":
         print_json([_info_dict(info) for info in infos])
     elif not infos:
@@ -307,29 +304,19 @@ def _sign(args: argparse.Namespace) -> int:
 
     if args.all == bool(args.certnames):
         raise ValidationError("give the certnames to sign, or --all, but not both")
-    local = _is_local(args)
-    client = None if local else _client(args)
-    try:
-        ca = _open(args) if local else None
-        requests = ca.list() if ca is not None else _remote_infos(client, "requested")
-        pending = {info.certname: info for info in requests if info.state == "requested"}
+    with _backend(args) as ca:
+        pending = {info.certname: info for info in ca.infos("requested")}
+        held: list[CertInfo] = []
         if args.all:
+            # A revoked certname comes back only when an operator names it.
             held = [info for info in pending.values() if info.hold_reason]
             certnames = [name for name, info in pending.items() if not info.hold_reason]
         else:
-            held = []
             certnames = _unique(validate_certname(name) for name in args.certnames)
             missing = [name for name in certnames if name not in pending]
             if missing:
                 raise NotFound(f"no certificate request is pending for {', '.join(missing)}")
-        if ca is not None:
-            results = [_signed(ca, certname) for certname in certnames]
-        else:
-            assert client is not None
-            results = [_remote_sign(client, certname) for certname in certnames]
-    finally:
-        if client is not None:
-            client.close()
+        results = [_result(name, ca.sign(name), "signed") for name in certnames]
     if args.format == "json":
         print_json(results)
     elif not results and not held:
@@ -347,27 +334,12 @@ def _revoke(args: argparse.Namespace) -> int:
     from podium.pki.names import validate_certname
 
     certnames = _unique(validate_certname(name) for name in args.certnames)
-    if _is_local(args):
-        ca = _open(args)
-        certified = {info.certname for info in ca.list() if info.state != "requested"}
+    with _backend(args) as ca:
+        certified = ca.certified(certnames)
         missing = [name for name in certnames if name not in certified]
         if missing:
             raise NotFound(f"no certificate was signed for {', '.join(missing)}")
-        results = [
-            {"certname": name, "serial": ca.revoke(name), "state": "revoked"} for name in certnames
-        ]
-    else:
-        with _client(args) as client:
-            serials = {name: _remote_serial(client, name) for name in certnames}
-            missing = [name for name, serial in serials.items() if serial is None]
-            if missing:
-                raise NotFound(f"no certificate was signed for {', '.join(missing)}")
-            for name in certnames:
-                _put_state(client, name, "revoked")
-            results = [
-                {"certname": name, "serial": serials[name], "state": "revoked"}
-                for name in certnames
-            ]
+        results = [_result(name, ca.revoke(name), "revoked") for name in certnames]
     if args.format == "json":
         print_json(results)
     else:
@@ -377,6 +349,89 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 _NONE_PENDING = "No certificate requests are pending."
+
+
+def _result(certname: str, serial: int, state: str) -> dict[str, Any]:
+    return {"certname": certname, "serial": serial, "state": state}
+
+
+class _LocalCa:
+    """A CA directory on this machine."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+
+    def infos(self, state: str | None) -> list[CertInfo]:
+        return [info for info in self.ca.list() if state is None or info.state == state]
+
+    def certified(self, certnames: Sequence[str]) -> set[str]:
+        return {info.certname for info in self.ca.list() if info.state != "requested"}
+
+    def sign(self, certname: str) -> int:
+        from cryptography import x509
+
+        return x509.load_pem_x509_certificate(self.ca.sign(certname)).serial_number
+
+    def revoke(self, certname: str) -> int:
+        return self.ca.revoke(certname)
+
+
+class _RemoteCa:
+    """A server's CA, through ``/puppet-ca/v1/certificate_status``."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def infos(self, state: str | None) -> list[CertInfo]:
+        params = {"state": state} if state else None
+        items = self.client.call("GET", "/certificate_statuses/any", params=params)
+        return [_info_of_status(item) for item in items]
+
+    def certified(self, certnames: Sequence[str]) -> set[str]:
+        return {name for name in certnames if self._serial(name) is not None}
+
+    def sign(self, certname: str) -> int:
+        self._put(certname, "signed")
+        serial = self._serial(certname)
+        if serial is None:
+            from podium.errors import PodiumError
+
+            raise PodiumError(f"the server signed {certname} but shows no certificate for it")
+        return serial
+
+    def revoke(self, certname: str) -> int:
+        serial = self._serial(certname)
+        if serial is None:
+            from podium.errors import NotFound
+
+            raise NotFound(f"no certificate was signed for {certname}")
+        self._put(certname, "revoked")
+        return serial
+
+    def _serial(self, certname: str) -> int | None:
+        """The serial of ``certname``'s certificate; None when it has none."""
+        from podium.errors import NotFound
+
+        try:
+            item = self.client.call("GET", f"/certificate_status/{certname}")
+        except NotFound:
+            return None
+        if not isinstance(item, dict) or item.get("state") not in ("signed", "revoked"):
+            return None
+        serial = item.get("serial_number")
+        return serial if isinstance(serial, int) else None
+
+    def _put(self, certname: str, state: str) -> None:
+        self.client.call("PUT", f"/certificate_status/{certname}", json={"desired_state": state})
+
+
+@contextlib.contextmanager
+def _backend(args: argparse.Namespace) -> Iterator[_LocalCa | _RemoteCa]:
+    if _is_local(args):
+        yield _LocalCa(_open(args))
+        return
+    with _client(args) as client:
+        yield _RemoteCa(client)
 
 
 def _cadir(args: argparse.Namespace) -> Path:
@@ -429,36 +484,6 @@ def _client(args: argparse.Namespace) -> ApiClient:
         ) from exc
 
 
-def _remote_infos(client: ApiClient | None, state: str | None) -> list[CertInfo]:
-    assert client is not None
-    params = {"state": state} if state else None
-    items = client.call("GET", "/certificate_statuses/any", params=params)
-    return [_info_of_status(item) for item in items]
-
-
-def _remote_serial(client: ApiClient, certname: str) -> int | None:
-    """The serial of ``certname``'s certificate, None when it has none."""
-    from podium.errors import NotFound
-
-    try:
-        item = client.call("GET", f"/certificate_status/{certname}")
-    except NotFound:
-        return None
-    if item.get("state") not in ("signed", "revoked"):
-        return None
-    serial: int = item["serial_number"]
-    return serial
-
-
-def _remote_sign(client: ApiClient, certname: str) -> dict[str, Any]:
-    _put_state(client, certname, "signed")
-    return {"certname": certname, "serial": _remote_serial(client, certname), "state": "signed"}
-
-
-def _put_state(client: ApiClient, certname: str, state: str) -> None:
-    client.call("PUT", f"/certificate_status/{certname}", json={"desired_state": state})
-
-
 def _info_of_status(item: dict[str, Any]) -> CertInfo:
     """A ``certificate_status`` answer as ``podium ca list`` shows it."""
     from podium.pki.ca import CertInfo
@@ -479,13 +504,6 @@ def _held(info: CertInfo) -> str:
     from podium.cli.client import clean_line
 
     return clean_line(f"{info.certname} waits for an operator: {info.hold_reason}.")
-
-
-def _signed(ca: CertificateAuthority, certname: str) -> dict[str, Any]:
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(ca.sign(certname))
-    return {"certname": certname, "serial": cert.serial_number, "state": "signed"}
 
 
 def _unique(names: Any) -> list[str]:

@@ -69,3 +69,16 @@ def make_csr(certname: str, key_pem: bytes, *, challenge_password: str | None = 
         )
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_matches_key(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the PEM certificate is for the public half of ``key_pem``."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return False
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(
+        cert.public_key().public_bytes(*raw)
+        == load_private_key(key_pem).public_key().public_bytes(*raw)
+    )

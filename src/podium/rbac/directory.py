@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import ssl
+import stat
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -417,6 +418,12 @@ def _bind_password(values: dict[str, Any], folder: Path) -> str:
             raise _invalid("bind_password_file", f"{path} cannot be read: {exc}") from exc
         if not password:
             raise _invalid("bind_password_file", f"{path} is empty")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise _invalid(
+                "bind_password_file",
+                f"{path} is open to other users (mode {mode:04o}): run chmod 600 {path}",
+            )
         return password
     variable = values["bind_password_env"]
     if not (isinstance(variable, str) and variable):

@@ -24,8 +24,9 @@ from podium.pki.ratelimit import RateLimiter, client_key
 from podium.pki.status import CertStatus, State, format_time
 from podium.server.access import CurrentPrincipal, GuardedRoute, address, allow, audit
 from podium.server.settings import ServerSettings
+from podium.server.views import ERRORS
 
-router = APIRouter(prefix="/puppet-ca/v1", route_class=GuardedRoute)
+router = APIRouter(prefix="/puppet-ca/v1", route_class=GuardedRoute, responses=ERRORS)
 
 _PEM = "application/x-pem-file"
 _MAX_CSR_BYTES = 16 * 1024
@@ -151,7 +152,7 @@ async def set_status(
         principal,
         service="ca",
         type=what,
-        object_type="certificate",
+        object_type="certificates",
         object_id=certname,
         object_name=certname,
         message=message,
@@ -171,7 +172,7 @@ async def clean(certname: str, request: Request, principal: CurrentPrincipal) ->
         principal,
         service="ca",
         type="clean",
-        object_type="certificate",
+        object_type="certificates",
         object_id=certname,
         object_name=certname,
         message=f"Cleaned {certname}: {done} its certificate and request.",

@@ -3,11 +3,14 @@
 The server creates them so (its data folder 0700, the files 0600); this module checks
 what it finds at start, since a copied backup or a hand-written token file easily
 comes out readable by everyone. :func:`exposed` is the check over given paths;
-:func:`check_server_files` applies it to a server's settings and refuses to start.
+:func:`check_server_files` applies it to a server's settings and refuses to start
+while a key, a token or a password is exposed. An exposed database is only warned
+about: it holds no key, and what it holds that is secret is sealed or hashed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -17,6 +20,8 @@ from pathlib import Path
 from podium.errors import ConfigError
 from podium.server.settings import ServerSettings
 
+log = logging.getLogger(__name__)
+
 _SQLITE = "sqlite:///"
 
 
@@ -25,12 +30,14 @@ class PrivateFile:
     """A path that must be kept from other users; ``what`` names it in a message.
 
     A folder (``folder=True``) may be readable by others, but never writable: whoever
-    may write to it may replace the files in it.
+    may write to it may replace the files in it. A file that is not ``secret`` is only
+    warned about.
     """
 
     path: Path
     what: str
     folder: bool = False
+    secret: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,15 +99,21 @@ def server_files(settings: ServerSettings) -> list[PrivateFile]:
     if url.startswith(_SQLITE) and ":memory:" not in url:
         database = Path(url.removeprefix(_SQLITE).partition("?")[0])
         files += [
-            PrivateFile(database.with_name(database.name + suffix), "the database")
+            PrivateFile(database.with_name(database.name + suffix), "the database", secret=False)
             for suffix in ("", "-wal", "-shm")
         ]
     return files
 
 
 def check_server_files(settings: ServerSettings) -> None:
-    """Refuse to start (:class:`ConfigError`) while a private file is open to others."""
-    problems = exposed(server_files(settings))
+    """Refuse to start (:class:`ConfigError`) while a secret is open to others; warn
+    about the other private files."""
+    problems = []
+    for problem in exposed(server_files(settings)):
+        if problem.file.secret:
+            problems.append(problem)
+        else:
+            log.warning("%s; other users can read what the server stores", problem)
     if not problems:
         return
     raise ConfigError(
@@ -114,5 +127,5 @@ def check_server_files(settings: ServerSettings) -> None:
 def _who(mode: int) -> str:
     group, others = bool(mode & 0o070), bool(mode & 0o007)
     if group and others:
-        return "its group and all users"
-    return "its group" if group else "all users"
+        return "its group and other users"
+    return "its group" if group else "other users"

@@ -47,6 +47,13 @@ def open_ca(settings: ServerSettings) -> CertificateAuthority:
     The autosign tokens given (``PODIUM_AUTOSIGN_TOKENS`` and the token files) replace
     the stored policy, with the patterns given, whenever any are.
     """
+    for name, value in (
+        ("max_pending_csrs", settings.max_pending_csrs),
+        ("csr_requests_per_minute", settings.csr_requests_per_minute),
+        ("csr_burst", settings.csr_burst),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name} (PODIUM_{name.upper()}) must be more than 0, not {value}")
     tokens = list(settings.autosign_tokens)
     for path in settings.autosign_token_files:
         tokens += [token for token in read_token_file(path) if token not in tokens]
