@@ -53,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from podium.broker.server import Broker
     from podium.errors import ConfigError
     from podium.pki.tls import server_context
+    from podium.server.limits import raise_nofile_limit, watching_descriptors
 
     configure(args.log_level)
+    nofile = raise_nofile_limit(wanted=args.max_connections + 256)
     cert, key, cacert, crl = args.cert, args.key, args.cacert, args.crl
     if args.cadir is not None:
         from podium.pki.ca import CertificateAuthority
@@ -87,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await broker.start()
-        logging.getLogger("podium.broker").info(
-            "broker listening on wss://%s:%d/pcp/v2/", args.host, broker.port
-        )
-        await stop.wait()
-        await broker.stop()
+        async with watching_descriptors(nofile):
+            await broker.start()
+            logging.getLogger("podium.broker").info(
+                "broker listening on wss://%s:%d/pcp/v2/", args.host, broker.port
+            )
+            await stop.wait()
+            await broker.stop()
 
     loop.run(main())
     return 0

@@ -72,4 +72,3 @@ def new_token() -> str:
 def token_digest(token: str) -> str:
     """What is stored of a token, and what it is looked up by."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-

@@ -13,26 +13,31 @@ schema as ``x-podium-access``), on a router whose ``route_class`` is
 
 Tokens come in ``X-Authentication`` or ``Authorization: Bearer``. The check runs
 before FastAPI reads and parses the body, so an unauthenticated request costs its
-headers and nothing more.
+headers and nothing more. Then text that no answer or database could hold (a lone
+surrogate, a JSON body that is not UTF-8) is refused with a 400, whatever the route.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
+import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from podium.errors import NotPermitted, Unauthenticated
+from podium.errors import NotPermitted, Unauthenticated, ValidationError
 from podium.rbac.permissions import TYPES
 from podium.rbac.service import Principal, node_principal
 from podium.rbac.store import Activity
 from podium.server.peer import require_node_certificate
 
 RULE_KEY: Final = "x-podium-access"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _MAX_TOKEN: Final = 512
 _KNOWN: Final = {f"{t.object_type}:{a.name}" for t in TYPES for a in t.actions}
 _HOW: Final = (
@@ -81,9 +86,11 @@ class GuardedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         rule = self.rule
+        json_body = self.body_field is not None  # FastAPI parses it; others use orjson
 
         async def guarded(request: Request) -> Response:
             request.state.principal = await _gate(request, rule)
+            await _check_text(request, json_body=json_body)
             return await handler(request)
 
         return guarded
@@ -105,6 +112,44 @@ async def _gate(request: Request, rule: Rule) -> Principal | None:
             details={"permission": str(rule)},
         )
     return principal
+
+
+async def _check_text(request: Request, *, json_body: bool) -> None:
+    """Refuse (400) text that no answer, log or database could hold: a lone surrogate in
+    a path or query parameter or in a JSON body (Python's parser takes ``"\\ud800"``),
+    a JSON body that is not UTF-8. What else a body gets wrong, FastAPI tells."""
+    params = (*request.path_params.items(), *request.query_params.multi_items())
+    for name, value in params:
+        if _SURROGATE.search(name) or (isinstance(value, str) and _SURROGATE.search(value)):
+            raise ValidationError(
+                f"the parameter {name!a} is not valid text: it holds a lone surrogate",
+                details={"parameter": name.encode(errors="replace").decode()},
+            )
+    if not json_body or not _is_json(request.headers.get("content-type", "")):
+        return
+    body = await request.body()  # kept by Starlette for the route to parse
+    try:
+        orjson.loads(body)  # strict: valid UTF-8 and no lone surrogates, or an error
+        return
+    except orjson.JSONDecodeError:
+        pass  # empty, NaN, a syntax error...: FastAPI's parser will say, unless it is text
+    try:
+        value = json.loads(body.decode())
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeError:
+        raise ValidationError(
+            "the request body is not valid text: JSON is UTF-8, without lone surrogates "
+            "(\\ud800 to \\udfff that are not a pair)"
+        ) from None
+    except (ValueError, RecursionError):
+        return
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _token(request: Request) -> str:

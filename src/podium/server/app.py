@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podium import __version__
 from podium.errors import PodiumError, RateLimited
-from podium.server import ca_api, classifier_api, files_api, orchestrator, pdb_api, rbac_api
+from podium.server import ca_api, classifier_api, files_api, limits, orchestrator, pdb_api, rbac_api
 from podium.server.access import GuardedRoute, allow
 from podium.server.runtime import Runtime
 
@@ -73,6 +73,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(PodiumError, _podium_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(
+        limits.BodyLimit,
+        limit=runtime.settings.max_request_body,
+        routes={"/pdb/cmd/v1": pdb_api.MAX_COMMAND_BYTES},
+    )
     app.include_router(orchestrator.router)
     app.include_router(classifier_api.router)
     app.include_router(ca_api.router)

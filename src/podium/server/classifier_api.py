@@ -23,15 +23,57 @@ from podium.errors import NotFound, ValidationError
 from podium.protocol.names import CERTNAME_RULE, is_certname
 from podium.server.access import CurrentPrincipal, GuardedRoute, allow, audit
 from podium.server.runtime import Runtime
+from podium.server.views import ERRORS
 
 PREFIX = "/classifier-api/v1"
 
-router = APIRouter(prefix=PREFIX, route_class=GuardedRoute)
+router = APIRouter(prefix=PREFIX, route_class=GuardedRoute, responses=ERRORS)
 VIEW = allow("node_groups:view")
 EDIT = allow("groups:edit")
 
 # How many characters of an unparsable body an error quotes back.
 _QUOTED_BODY = 2000
+
+
+def _reads(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads its JSON body itself."""
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+_CLASSES = {"type": "object", "additionalProperties": {"type": ["object", "null"]}}
+_GROUP_FIELDS = {
+    "name": {"type": "string"},
+    "parent": {"type": "string", "format": "uuid"},
+    "rule": {"type": ["array", "null"]},
+    "environment": {"type": "string"},
+    "environment_trumps": {"type": "boolean"},
+    "description": {"type": ["string", "null"]},
+    "classes": _CLASSES,
+    "config_data": _CLASSES,
+    "variables": {"type": "object"},
+    "serial_number": {"type": "integer"},
+}
+_GROUP = _reads(
+    {"type": "object", "properties": _GROUP_FIELDS, "required": ["name", "parent", "classes"]}
+)
+_DELTA = _reads({"type": "object", "properties": _GROUP_FIELDS})
+_NODES = _reads(
+    {
+        "type": "object",
+        "properties": {"nodes": {"type": ["array", "string"], "items": {"type": "string"}}},
+        "required": ["nodes"],
+    },
+    required=False,
+)
+_FACTS = _reads(
+    {
+        "type": "object",
+        "properties": {"fact": {"type": "object"}, "trusted": {"type": "object"}},
+    },
+    required=False,
+)
+_RULE = _reads({"type": "array"})
 
 
 def _runtime(request: Request) -> Runtime:
@@ -94,7 +136,7 @@ async def list_groups(request: Request) -> list[dict[str, Any]]:
     return [g.to_json() for g in ordered]
 
 
-@router.post("/groups", openapi_extra=EDIT)
+@router.post("/groups", status_code=303, openapi_extra=EDIT | _GROUP)
 async def create_group(request: Request, principal: CurrentPrincipal) -> Response:
     body = await _body(request)
     if isinstance(body, dict):
@@ -112,7 +154,11 @@ async def get_group(group_id: str, request: Request) -> dict[str, Any]:
     return group.to_json()
 
 
-@router.put("/groups/{group_id}", openapi_extra=EDIT)
+@router.put(
+    "/groups/{group_id}",
+    responses={201: {"description": "The group was created"}},
+    openapi_extra=EDIT | _GROUP,
+)
 async def put_group(group_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
     gid = model.check_group_id(group_id)
     body = await _body(request)
@@ -132,7 +178,7 @@ async def put_group(group_id: str, request: Request, principal: CurrentPrincipal
     return JSONResponse(stored.to_json(), status_code=201 if created else 200, headers=headers)
 
 
-@router.post("/groups/{group_id}", openapi_extra=EDIT)
+@router.post("/groups/{group_id}", openapi_extra=EDIT | _DELTA)
 async def update_group(
     group_id: str, request: Request, principal: CurrentPrincipal
 ) -> dict[str, Any]:
@@ -179,7 +225,7 @@ async def _nodes_to_pin(request: Request) -> list[str]:
     return names
 
 
-@router.post("/groups/{group_id}/pin", status_code=204, openapi_extra=EDIT)
+@router.post("/groups/{group_id}/pin", status_code=204, openapi_extra=EDIT | _NODES)
 async def pin(group_id: str, request: Request, principal: CurrentPrincipal) -> Response:
     gid = model.check_group_id(group_id)
     nodes = await _nodes_to_pin(request)
@@ -190,7 +236,7 @@ async def pin(group_id: str, request: Request, principal: CurrentPrincipal) -> R
     return Response(status_code=204)
 
 
-@router.post("/groups/{group_id}/unpin", status_code=204, openapi_extra=EDIT)
+@router.post("/groups/{group_id}/unpin", status_code=204, openapi_extra=EDIT | _NODES)
 async def unpin(group_id: str, request: Request, principal: CurrentPrincipal) -> Response:
     gid = model.check_group_id(group_id)
     nodes = await _nodes_to_pin(request)
@@ -252,7 +298,7 @@ def _trusted(certname: str) -> dict[str, Any]:
     return {"certname": certname}
 
 
-@router.post("/classified/nodes/{name}", openapi_extra=VIEW)
+@router.post("/classified/nodes/{name}", openapi_extra=VIEW | _FACTS)
 async def classified_node(name: str, request: Request) -> dict[str, Any]:
     body = await _body(request)
     if body is not None and not isinstance(body, dict):
@@ -282,7 +328,7 @@ async def classified_node(name: str, request: Request) -> dict[str, Any]:
     return await asyncio.to_thread(classification)
 
 
-@router.post("/rules/translate", openapi_extra=VIEW)
+@router.post("/rules/translate", openapi_extra=VIEW | _RULE)
 async def translate(request: Request) -> Any:
     wanted = request.query_params.get("format", "nodes")
     if wanted not in ("nodes", "inventory"):

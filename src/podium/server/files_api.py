@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from podium.server.access import GuardedRoute, allow
+from podium.server.views import ERRORS
 from podium.tasks.codedir import CodeDir
 
-router = APIRouter(prefix="/puppet/v3/file_content", route_class=GuardedRoute)
+router = APIRouter(prefix="/puppet/v3/file_content", route_class=GuardedRoute, responses=ERRORS)
 
 
 def _codedir(request: Request) -> CodeDir:

@@ -160,6 +160,7 @@ def _content_length(headers: Any) -> int | None:
 
 
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB}
 
 
 def byte_size(text: str) -> int:
@@ -167,8 +168,7 @@ def byte_size(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if match is None:
         raise ValueError(f"{text!r} is not a size: write bytes, or a number with K, M or G")
-    number, unit = int(match[1]), match[2].lower()
-    return number * 1024 ** {"": 0, "k": 1, "m": 2, "g": 3}[unit]
+    return int(match[1]) * _UNITS[match[2].lower()]
 
 
 def size_text(n: int) -> str:

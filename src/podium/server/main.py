@@ -7,6 +7,8 @@ import logging
 import socket
 import ssl
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -84,10 +86,12 @@ class ApiServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def api_config(app: object, settings: ServerSettings, *, ca_cert: str, log_level: str) -> uvicorn.Config:
+def api_config(
+    app: Callable[..., Any], settings: ServerSettings, *, ca_cert: str, log_level: str
+) -> uvicorn.Config:
     """uvicorn's settings for the API."""
     return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.cert_path),

@@ -30,7 +30,7 @@ NODES_PAGE = 1000  # a job's nodes per page unless asked otherwise
 JobState = Literal["new", "ready", "running", "stopping", "stopped", "finished", "failed"]
 
 
-router = APIRouter(prefix=PREFIX, route_class=GuardedRoute)
+router = APIRouter(prefix=PREFIX, route_class=GuardedRoute, responses=views.ERRORS)
 VIEW = allow("orchestrator:view")
 _DENIED = "puppetlabs.rbac/permission-denied"
 
@@ -109,7 +109,7 @@ class TargetQuery(_Strict):
 
 class PingCommand(_Strict):
     scope: Scope
-    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    timeout: Annotated[StrictInt | StrictFloat, Field(gt=0, le=60)] = 5.0
 
 
 async def _resolve(runtime: Runtime, raw: dict[str, Any]) -> Target:
@@ -305,7 +305,7 @@ async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
     return view
 
 
-_MAX_JOB_ID = 2**63 - 1
+_MAX_JOB_ID = 2**63 - 1  # the databases' largest integer: also bounds offsets and event ids
 
 
 def _job_id(raw: str) -> int:
@@ -313,6 +313,8 @@ def _job_id(raw: str) -> int:
         raise NotFound(
             f"no job {raw!r}: job ids are numbers", kind="puppetlabs.orchestrator/unknown-job"
         )
+    if len(raw.lstrip("0")) > len(str(_MAX_JOB_ID)):  # int() refuses thousands of digits
+        raise ValidationError(f"job ids are at most {_MAX_JOB_ID}; {raw[:40]}... is not one")
     return _job_ref(int(raw))
 
 
@@ -331,7 +333,7 @@ def _job_ref(ref: int | str) -> int:
 async def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=_MAX_JOB_ID)] = 0,
     order_by: Literal["owner", "timestamp", "environment", "name", "state"] = "timestamp",
     order: Literal["asc", "desc"] = "desc",
     type: Literal["task", "deploy", "plan"] | None = None,
@@ -374,7 +376,7 @@ async def job_nodes(
     request: Request,
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = NODES_PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=_MAX_JOB_ID)] = 0,
 ) -> dict[str, Any]:
     if state is not None and state not in NODE_STATES:
         raise ValidationError(f"unknown node state {state!r}; use one of {', '.join(NODE_STATES)}")
@@ -413,7 +415,7 @@ async def job_report(job_id: str, request: Request) -> dict[str, Any]:
 async def job_events(
     job_id: str,
     request: Request,
-    start: Annotated[int, Query(ge=0)] = 0,
+    start: Annotated[int, Query(ge=0, le=_MAX_JOB_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any] | StreamingResponse:
@@ -425,7 +427,9 @@ async def job_events(
     job = await asyncio.to_thread(store.get_job, jid)
     if "text/event-stream" in request.headers.get("accept", ""):
         after = last_event_id.strip() if last_event_id else ""
-        if after and not after.isdigit():
+        if after and not (
+            after.isascii() and after.isdigit() and len(after) <= 19 and int(after) < _MAX_JOB_ID
+        ):
             raise ValidationError("Last-Event-ID must be an event id (a number)")
         first = int(after) + 1 if after else start
         return StreamingResponse(

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -39,6 +40,7 @@ from podium.inventory.query.decode import iso
 from podium.inventory.store import FactsCommand, InventoryStore
 from podium.protocol.names import validate_certname
 from podium.server.access import GuardedRoute, allow
+from podium.server.views import ERRORS
 
 PUPPETDB_VERSION: Final = "7.12.1"  # what clients see; they compare the major version
 MAX_COMMAND_BYTES: Final = 32 * 1024 * 1024
@@ -49,8 +51,6 @@ _QUERY_PARAMETERS: Final = frozenset(
     {"query", "limit", "offset", "order_by", "include_total", "pretty", "origin"}
     | {"optimize_drop_unused_joins", "ast_only"}
 )
-
-_METHODS: Final = ["GET", "POST"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,56 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(writer.join)
 
 
-router = APIRouter(route_class=GuardedRoute, lifespan=_lifespan)
-_QUERY = allow("nodes:view_data")
+router = APIRouter(route_class=GuardedRoute, lifespan=_lifespan, responses=ERRORS)
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+# What the routes read themselves, for the OpenAPI schema.
+_PAGING: Final = {
+    "query": {"type": ["string", "array"], "description": "PQL, or AST as JSON"},
+    "limit": {"type": "integer"},
+    "offset": {"type": "integer"},
+    "order_by": {"type": ["string", "array"], "description": "as JSON"},
+    "include_total": {"type": "boolean"},
+    "pretty": {"type": "boolean"},
+}
+_TEXT: Final = {"type": "string"}
+_AS_JSON: Final = ("query", "order_by")  # in a query string, JSON (or PQL) text
+_QUERY_GET: Final = allow("nodes:view_data") | {
+    "parameters": [
+        {"name": name, "in": "query", "schema": _TEXT if name in _AS_JSON else schema}
+        for name, schema in _PAGING.items()
+    ]
+}
+_QUERY_POST: Final = allow("nodes:view_data") | {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "properties": _PAGING}}},
+    }
+}
+_COMMAND: Final = allow("nodes:edit_data") | {
+    "parameters": [
+        {"name": "command", "in": "query", "schema": {"type": "string"}},
+        {"name": "version", "in": "query", "schema": {"type": "integer"}},
+        {"name": "certname", "in": "query", "schema": {"type": "string"}},
+        {"name": "secondsToWaitForCompletion", "in": "query", "schema": {"type": "number"}},
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+}
+
+
+def _query(path: str) -> Callable[[_Endpoint], _Endpoint]:
+    """A query endpoint, GET with a query string or POST with a JSON map: a route per
+    method, so that each has an operation id of its own in the OpenAPI schema."""
+
+    def register(endpoint: _Endpoint) -> _Endpoint:
+        router.get(path, openapi_extra=_QUERY_GET)(endpoint)
+        router.post(path, openapi_extra=_QUERY_POST)(endpoint)
+        return endpoint
+
+    return register
 
 
 @dataclass(frozen=True)
@@ -228,7 +276,7 @@ def _writer(request: Request) -> CommandWriter:
 # Commands
 
 
-@router.post("/pdb/cmd/v1", openapi_extra=allow("nodes:edit_data"))
+@router.post("/pdb/cmd/v1", openapi_extra=_COMMAND)
 async def command(request: Request) -> Response:
     params = request.query_params
     body = await _body(request)
@@ -245,15 +293,14 @@ async def command(request: Request) -> Response:
         name, version, payload = body["command"], body.get("version"), body["payload"]
         certname = body.get("certname")
     parsed = _parse_command(str(name).replace("_", " "), version, certname, payload)
+    wait = _seconds(params.get("secondsToWaitForCompletion"))  # checked before it is queued
     writer = _writer(request)
     future = writer.submit(parsed)
     answer: dict[str, Any] = {"uuid": str(uuid.uuid4())}
-    wait = params.get("secondsToWaitForCompletion")
     if wait is None and writer.depth <= writer.max_pending:
         return _json(answer)  # queued, as PuppetDB answers
     try:  # asked to wait, or too much waiting already: back-pressure
-        seconds = float(wait) if wait is not None else None
-        outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), seconds)
+        outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait)
     except TimeoutError:
         return _json(answer | {"processed": False, "timed_out": True})
     if wait is not None:
@@ -261,6 +308,21 @@ async def command(request: Request) -> Response:
     if outcome != "incorporated":
         answer["status"] = outcome  # Podium's: a stale command changed nothing
     return _json(answer)
+
+
+def _seconds(text: str | None) -> float | None:
+    """``secondsToWaitForCompletion``, if given."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValidationError(
+            f"secondsToWaitForCompletion is a number of seconds, not {text!r}", kind=_KIND
+        )
+    return seconds
 
 
 async def _body(request: Request) -> Any:
@@ -334,7 +396,7 @@ def _invalid(name: str | None, certname: Any, why: str) -> ValidationError:
 # Queries
 
 
-@router.api_route("/pdb/query/v4", methods=_METHODS, openapi_extra=_QUERY)
+@_query("/pdb/query/v4")
 async def root(request: Request) -> Response:
     params = await _query_params(request)
     query = params.pop("query", None)
@@ -342,24 +404,22 @@ async def root(request: Request) -> Response:
         raise ValidationError("Missing required query parameter 'query'", kind=_QUERY_KIND)
     if isinstance(query, str):
         query = _json_query(query) if query.lstrip().startswith("[") else _pql(query)
-    if _flag(params.pop("ast_only", None)):
+    if _flag(params, "ast_only", pop=True):
         return _json(query)
     return await _answer(request, None, query, params)
 
 
-@router.api_route("/pdb/query/v4/{entity}", methods=_METHODS, openapi_extra=_QUERY)
+@_query("/pdb/query/v4/{entity}")
 async def entity(entity: str, request: Request) -> Response:
     params = await _query_params(request)
     if entity == "fact-names":  # PuppetDB's answer: the names alone
         rows, count = await _rows(request, "fact_names", params.pop("query", None), params)
         names = [row["name"] for row in rows]
-        return _json(
-            names, None if count is None else str(count), pretty=_flag(params.get("pretty"))
-        )
+        return _json(names, None if count is None else str(count), pretty=_flag(params, "pretty"))
     return await _answer(request, entity, params.pop("query", None), params)
 
 
-@router.api_route("/pdb/query/v4/{entity}/{name}", methods=_METHODS, openapi_extra=_QUERY)
+@_query("/pdb/query/v4/{entity}/{name}")
 async def entity_item(entity: str, name: str, request: Request) -> Response:
     params = await _query_params(request)
     extra = params.pop("query", None)
@@ -374,20 +434,16 @@ async def entity_item(entity: str, name: str, request: Request) -> Response:
     raise NotFound(f"no endpoint /pdb/query/v4/{entity}/{name}")
 
 
-@router.api_route("/pdb/query/v4/facts/{name}/{value}", methods=_METHODS, openapi_extra=_QUERY)
+@_query("/pdb/query/v4/facts/{name}/{value}")
 async def fact_value(name: str, value: str, request: Request) -> Response:
     params = await _query_params(request)
     where = _and(["and", ["=", "name", name], ["=", "value", value]], params.pop("query", None))
     return await _answer(request, "facts", where, params)
 
 
-@router.api_route("/pdb/query/v4/{entity}/{name}/facts", methods=_METHODS, openapi_extra=_QUERY)
-@router.api_route(
-    "/pdb/query/v4/{entity}/{name}/facts/{fact}", methods=_METHODS, openapi_extra=_QUERY
-)
-@router.api_route(
-    "/pdb/query/v4/{entity}/{name}/facts/{fact}/{value}", methods=_METHODS, openapi_extra=_QUERY
-)
+@_query("/pdb/query/v4/{entity}/{name}/facts")
+@_query("/pdb/query/v4/{entity}/{name}/facts/{fact}")
+@_query("/pdb/query/v4/{entity}/{name}/facts/{fact}/{value}")
 async def node_facts(
     entity: str, name: str, request: Request, fact: str | None = None, value: str | None = None
 ) -> Response:
@@ -425,7 +481,7 @@ async def _answer(
     request: Request, entity: str | None, query: Any, params: dict[str, Any]
 ) -> Response:
     rows, count = await _rows(request, entity, query, params)
-    pretty = _flag(params.get("pretty"))
+    pretty = _flag(params, "pretty")
     return _json(rows, None if count is None else str(count), pretty=pretty)
 
 
@@ -437,7 +493,7 @@ async def _rows(
     if isinstance(order_by, str):
         order_by = _json_param("order_by", order_by)
     paging: dict[str, Any] = {"limit": limit, "offset": offset, "order_by": order_by}
-    total = _flag(params.get("include_total"))
+    total = _flag(params, "include_total")
     if isinstance(query, str):
         query = _json_query(query, ast_only=True)
 
@@ -495,10 +551,14 @@ def _and(condition: list[Any], extra: Any) -> list[Any]:
     return condition if extra is None else ["and", condition, extra]
 
 
-def _flag(value: Any) -> bool:
+def _flag(params: dict[str, Any], name: str, *, pop: bool = False) -> bool:
+    """A boolean parameter: true or false in JSON, "true" or "false" in a query string."""
+    value = params.pop(name, None) if pop else params.get(name)
     if isinstance(value, bool) or value is None:
         return bool(value)
-    return str(value).lower() == "true"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValidationError(f"{name} is true or false, not {value!r}", kind=_QUERY_KIND)
 
 
 def _json(value: Any, records: str | None = None, *, pretty: bool = False) -> Response:

@@ -21,12 +21,13 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import h11
 from fastapi import Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from podium.broker.server import feed_protocol
 from podium.errors import NotPermitted
 from podium.server.limits import ConnectionLimits, ConnectionTable, Throttle
 
@@ -179,8 +180,12 @@ class _Connection(asyncio.Protocol):
     """One accepted connection: its place in the listener's table, its TLS handshake,
     then the HTTP protocol it was handed to.
 
-    Until the hand-over it is also the TLS transport's protocol, keeping what the peer
-    sends right after the handshake (asyncio's loop delivers it before start_tls returns).
+    Before the handshake it is the TCP transport's protocol, and the TLS layer is not
+    made until the peer has sent its first bytes (the ClientHello): a TLS layer costs
+    ~50 KiB before its handshake, a socket that says nothing should not. Those bytes are
+    given to the layer once start_tls has put it in place. Until the hand-over it is
+    also the TLS transport's protocol, keeping what the peer sends right after the
+    handshake (asyncio's loop delivers it before start_tls returns).
     """
 
     def __init__(self, listener: Listener) -> None:
@@ -188,22 +193,42 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None  # TCP, under the TLS
         self.http: PeerCertProtocol | None = None
         self.lost = False
-        self._early: list[bytes] = []
+        self._tls_layer: asyncio.BaseProtocol | None = None  # once start_tls took over
+        self._raw: list[bytes] = []  # TCP bytes from before that
+        self._early: list[bytes] = []  # plain bytes from before the hand-over
         self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = transport = cast(asyncio.Transport, transport)
         if not self._listener._admit(self):
             transport.abort()
-            return
-        transport.pause_reading()  # the TLS layer reads the first byte
-        self._listener._handshake(self, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._early.append(data)
+        if self._tls_layer is not None:
+            self._early.append(data)
+            return
+        assert self.transport is not None
+        first = not self._raw
+        self._raw.append(data)
+        if first:
+            self.transport.pause_reading()
+            self._listener._handshake(self, self.transport)
+            # Runs after the handshake task's first step, which puts the TLS layer in
+            # place, and before that layer starts reading (both scheduled by that step).
+            self._listener._loop.call_soon(self._feed_tls_layer)
+
+    def _feed_tls_layer(self) -> None:
+        if self.transport is None or self.transport.get_protocol() is self:
+            return  # the handshake never started: the connection went first
+        self._tls_layer = layer = self.transport.get_protocol()
+        raw, self._raw = self._raw, []
+        for data in raw:
+            feed_protocol(layer, data)
 
     def eof_received(self) -> bool:
+        if self._tls_layer is None:
+            return False  # gone before its handshake: close
         self._eof = True
         return True  # left to the HTTP protocol, once it has the connection
 
@@ -223,8 +248,9 @@ class _Connection(asyncio.Protocol):
         early, self._early = self._early, []
         for data in early:
             http.data_received(data)
-        if self._eof and not http.eof_received():
-            tls.close()
+        if self._eof:
+            http.eof_received()
+            tls.close()  # what the transport does when eof_received() returns None
 
     # What the HTTP protocol reports.
 

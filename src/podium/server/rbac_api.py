@@ -312,7 +312,7 @@ async def get_user(sid: Uuid, request: Request) -> dict[str, Any]:
     return user_view(await asyncio.to_thread(_store(request).user, sid))
 
 
-@router.post("/users", openapi_extra=allow("users:edit"))
+@router.post("/users", status_code=201, openapi_extra=allow("users:edit"))
 async def create_user(body: NewUser, request: Request, principal: CurrentPrincipal) -> JSONResponse:
     """A local user (with a password) or, with ``is_service``, a service account."""
     if body.is_service and body.password is not None:
@@ -449,7 +449,7 @@ async def get_role(role_id: RolePath, request: Request) -> dict[str, Any]:
     return role_view(await asyncio.to_thread(_store(request).role, role_id))
 
 
-@router.post("/roles", openapi_extra=allow("users:edit"))
+@router.post("/roles", status_code=201, openapi_extra=allow("users:edit"))
 async def create_role(
     body: RoleBody, request: Request, principal: CurrentPrincipal
 ) -> JSONResponse:
@@ -536,7 +536,7 @@ async def get_group(group_id: Uuid, request: Request) -> dict[str, Any]:
     return group_view(await asyncio.to_thread(_store(request).group, group_id))
 
 
-@router.post("/groups", openapi_extra=allow("users:edit"))
+@router.post("/groups", status_code=201, openapi_extra=allow("users:edit"))
 async def create_group(
     body: GroupBody, request: Request, principal: CurrentPrincipal
 ) -> JSONResponse:

@@ -1,11 +1,29 @@
-"""Stored records in the orchestrator API's JSON shapes (pure)."""
+"""Stored records in the orchestrator API's JSON shapes (pure), and the shape of errors."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict
 
 from podium.store import EventRecord, JobNodeRecord, JobRecord
+
+
+class ErrorBody(BaseModel):
+    """What every error of the API is: a kind, a sentence, and details by kind."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    msg: str
+    details: dict[str, Any]
+
+
+# A router's ``responses``: its routes document their errors (in place of FastAPI's 422,
+# which the API never answers: invalid input is a 400 like any other).
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    "4XX": {"model": ErrorBody, "description": "The request cannot be done as it is"}
+}
 
 
 def timestamp(value: datetime | None) -> str | None:

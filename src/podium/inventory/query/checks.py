@@ -130,9 +130,15 @@ def check_limit(value: Any) -> int:
 
 def check_offset(value: Any) -> int:
     number = _integer(value)
-    if number is None or number < 0:
-        raise QueryError(f"Illegal value '{value}' for :offset; expected a non-negative integer")
+    if number is None or number < 0 or number > _MAX_OFFSET:
+        raise QueryError(
+            f"Illegal value '{value}' for :offset; expected a non-negative integer of at "
+            f"most {_MAX_OFFSET}"
+        )
     return number
+
+
+_MAX_OFFSET = 2**63 - 1
 
 
 def _integer(value: Any) -> int | None:

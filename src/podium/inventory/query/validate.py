@@ -50,7 +50,12 @@ class _Parser:
         body: Any = None
         paging: list[list[Any]] = []
         for item in node[2:]:
-            if isinstance(item, list) and item[:1] and item[0] in _PAGING:
+            if (
+                isinstance(item, list)
+                and item[:1]
+                and isinstance(item[0], str)
+                and item[0] in _PAGING
+            ):
                 paging.append(item)
             elif body is None:
                 body = item
@@ -183,6 +188,10 @@ class _Parser:
             )
         op = node[0]
         args = node[1:]
+        if not isinstance(op, str):
+            raise QueryError(
+                f"{op!r} is not an operator: an operator is a string such as 'and' or '='"
+            )
         if op == "and" or op == "or":
             if not args:
                 raise QueryError(f"'{op}' takes at least one argument, but none were supplied")
