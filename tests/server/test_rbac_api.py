@@ -117,7 +117,9 @@ async def test_service_accounts_get_long_lived_tokens_and_cannot_log_in(
     assert refused.status_code == 401
 
 
-async def test_token_lifetime_is_capped_by_the_servers_maximum(rbac: httpx.AsyncClient) -> None:
+async def test_a_wrong_password_is_refused_and_a_lifetime_that_is_no_duration_is_a_400(
+    rbac: httpx.AsyncClient,
+) -> None:
     refused = await rbac.post(
         "/rbac-api/v1/auth/token",
         json={"login": "admin", "password": "x" * 8, "lifetime": "2d"},
