@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,17 @@ from podium.tasks.params import validate_params
 log = logging.getLogger(__name__)
 
 _MAX_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A node's answer to :meth:`JobService.ask`: its results, or why there are none."""
+
+    results: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0  # from the request to the answer
+
+
 # Stores (certname, facts, when) items and each agent's features, in one transaction.
 FactsSink = Callable[
     [Sequence[tuple[str, dict[str, Any], datetime]], Mapping[str, Sequence[str] | None]], None
@@ -83,7 +95,7 @@ class JobService:
         # job → the streams' wake-ups, set when new events of it are stored
         self._stored: dict[int, set[asyncio.Event]] = {}
         # Round trips under way: transaction id → (certname, answer)
-        self._probes: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
+        self._probes: dict[str, tuple[str, asyncio.Future[tuple[msg.Message, float]]]] = {}
         link.on_message = self._on_message
         link.on_change = self._on_change
         link.on_link = self._on_link
@@ -291,18 +303,33 @@ class JobService:
     ) -> dict[str, float | str]:
         """Ask each node's agent at once for a status (PXP ``status``/``query``): the
         seconds each took to answer, or why it did not."""
+        answers = await self.ask(certnames, "status", "query", None, wait=wait)
+        return {c: a.seconds if a.error is None else a.error for c, a in answers.items()}
+
+    async def ask(
+        self,
+        certnames: Sequence[str],
+        module: str,
+        action: str,
+        params: dict[str, Any] | None,
+        *,
+        wait: float = 5.0,
+    ) -> dict[str, Answer]:
+        """Send each node's agent a blocking ``module``/``action`` request at once and
+        collect the answers within ``wait`` seconds, in the order of ``certnames``.
+        ``params`` None: ``{"transaction_id": <the request's own>}`` (``status``/``query``)."""
         loop = asyncio.get_running_loop()
-        out: dict[str, float | str] = {}
-        asked: dict[str, tuple[str, asyncio.Future[tuple[str | None, float]]]] = {}
+        out: dict[str, Answer] = {}
+        asked: dict[str, tuple[str, asyncio.Future[tuple[msg.Message, float]]]] = {}
         started = loop.time()
         for certname in certnames:
             if certname not in self.link.connected:
-                out[certname] = "not connected to the broker"
+                out[certname] = Answer(error="not connected to the broker")
                 continue
             txid = uuid.uuid4().hex
             self._probes[txid] = asked[txid] = (certname, loop.create_future())
-            query = {"transaction_id": txid}
-            request = msg.BlockingRequest(txid, module="status", action="query", params=query)
+            body = {"transaction_id": txid} if params is None else params
+            request = msg.BlockingRequest(txid, module=module, action=action, params=body)
             self.link.send(self.link.make(request, pcp.make_uri(certname, "agent")))
         try:
             if asked:
@@ -312,10 +339,15 @@ class JobService:
                 self._probes.pop(txid, None)
                 if not answer.done():
                     answer.cancel()
-                    out[certname] = f"no answer within {wait:g} s"
+                    out[certname] = Answer(error=f"no answer within {wait:g} s")
                     continue
-                error, at = answer.result()
-                out[certname] = at - started if error is None else f"the agent refused: {error}"
+                message, at = answer.result()
+                if isinstance(message, msg.BlockingResponse):
+                    results = storable(message.results)
+                    out[certname] = Answer(results=results, seconds=at - started)
+                else:
+                    text = getattr(message, "description", "no description")
+                    out[certname] = Answer(error=f"the agent refused: {text}")
         return {c: out[c] for c in certnames}
 
     def _task_run(
@@ -349,8 +381,7 @@ class JobService:
         probe = self._probes.get(getattr(message, "transaction_id", ""))
         if probe is not None and isinstance(message, msg.BlockingResponse | msg.RpcError):
             if probe[0] == sender and not probe[1].done():
-                error = message.description if isinstance(message, msg.RpcError) else None
-                probe[1].set_result((error, asyncio.get_running_loop().time()))
+                probe[1].set_result((message, asyncio.get_running_loop().time()))
             return
         if isinstance(message, msg.FactsUpdate):
             when = datetime.fromtimestamp(self.clock(), UTC)
