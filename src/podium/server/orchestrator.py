@@ -182,25 +182,43 @@ async def _permitted(
     certnames: tuple[str, ...] | list[str],
     scope: targeting.Scope | None,
 ) -> Partition:
-    """The nodes ``principal`` may run ``task`` on; refused outright (403) when the
-    caller named the nodes (``scope`` None or a node list) and some are not."""
-    if not principal.allows("tasks", "run", task):
+    """The nodes ``principal`` may run ``task`` on (see :func:`permitted_nodes`)."""
+    return await permitted_nodes(
+        runtime, principal, ("tasks", "run", task), certnames, scope, doing=f"run {task}"
+    )
+
+
+async def permitted_nodes(
+    runtime: Runtime,
+    principal: Principal,
+    permission: tuple[str, str, str],
+    certnames: tuple[str, ...] | list[str],
+    scope: targeting.Scope | None,
+    *,
+    doing: str,
+) -> Partition:
+    """The nodes on which ``principal`` holds the node-scoped ``permission`` (type,
+    action, instance); refused outright (403) when the caller named the nodes
+    (``scope`` None or a node list) and some are not, or when none is."""
+    kind, action, instance = permission
+    name = f"{kind}:{action}:{instance}" if instance != "*" else f"{kind}:{action}"
+    if not principal.allows(kind, action, instance):
         raise NotPermitted(
-            f"{principal.login} may not run the task {task}: it needs tasks:run:{task} "
-            "(or tasks:run:*)",
+            f"{principal.login} may not {doing}: it needs {name}"
+            + (f" (or {kind}:{action}:*)" if instance != "*" else ""),
             kind=_DENIED,
-            details={"permission": f"tasks:run:{task}"},
+            details={"permission": name},
         )
-    reach = principal.grants.node_scopes("tasks", "run", task)
+    reach = principal.grants.node_scopes(kind, action, instance)
     members: dict[NodeScope, list[str]] = {}
     for limit in reach.scopes:
         members[limit] = await asyncio.to_thread(_members, runtime, limit)
-    split = partition(certnames, reach, members, what=f"tasks:run:{task}")
+    split = partition(certnames, reach, members, what=name)
     named = scope is None or bool(scope.nodes)
     if split.refused and (named or not split.allowed):
         shown = ", ".join(split.refused[:20]) + (" ..." if len(split.refused) > 20 else "")
         raise NotPermitted(
-            f"{principal.login} may not run {task} on {shown}: {split.reason}",
+            f"{principal.login} may not {doing} on {shown}: {split.reason}",
             kind=_DENIED,
             details={"nodes": list(split.refused), "reason": split.reason},
         )

@@ -1,0 +1,1 @@
+"""Puppet runs: packing environments, run order, comparing what nodes report."""
