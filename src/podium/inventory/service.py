@@ -74,6 +74,21 @@ class InventoryService:
                 members.append(certname)
         return members
 
+    def classifications(self, certnames: Sequence[str]) -> dict[str, dict[str, Any] | str]:
+        """Each node's classification (``environment``, ``classes``, ``parameters``) from
+        its node groups and stored facts, or why it has none (conflicting groups)."""
+        tree = self.groups.hierarchy()
+        stored = self.store.node_facts(certnames)
+        out: dict[str, dict[str, Any] | str] = {}
+        for certname in certnames:
+            try:
+                found = classify(tree, certname, stored.get(certname, {}), trusted_facts(certname))
+            except PodiumError as exc:
+                out[certname] = f"cannot classify {certname}: {exc.msg}"
+                continue
+            out[certname] = found.to_json()
+        return out
+
     def lacking(self, facts: Sequence[str]) -> dict[str, int]:
         # Counted by the query engine: no facts document is read.
         total = self._count(None)

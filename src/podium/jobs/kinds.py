@@ -34,6 +34,9 @@ PACE_OPTIONS = (
 )
 
 
+PUPPET_FLAGS = ("debug", "trace", "evaltrace")
+
+
 class TaskRun:
     """A task on each node: the implementation its agent's features fit, one request
     per implementation shared by every node that runs it."""
@@ -98,6 +101,76 @@ class TaskRun:
                     "the task reads, not as a parameter",
                     details={"size": size, "limit": max_message_bytes},
                 )
+
+
+class PuppetRun:
+    """A Puppet run on each node (``puppet``/``run``): in apply mode with the packed
+    environment and the node's own classification, in agent mode against the site's
+    Puppet Server.
+
+    ``packs``: environment → the pack's file entry (apply mode); ``classified``:
+    certname → its classification (``environment``, ``classes``, ``parameters``) or why
+    it has none; a node whose environment has no pack runs nowhere (apply mode)."""
+
+    module = "puppet"
+    action = "run"
+    stop_action: str | None = "stop"
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        environment: str,
+        flags: Mapping[str, Any],
+        enforce_environment: bool = True,
+        packs: Mapping[str, Mapping[str, Any]] | None = None,
+        classified: Mapping[str, Mapping[str, Any] | str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.mode = mode
+        self.environment = environment
+        self.enforce_environment = enforce_environment
+        self.packs = packs or {}
+        self.classified = classified or {}
+        self._base: dict[str, Any] = {"mode": mode, "environment": environment, **flags}
+        if timeout is not None:
+            self._base["timeout"] = timeout
+
+    def request(self, certname: str) -> dict[str, Any] | str:
+        if self.mode == "agent":
+            return self._base
+        found = self.classified.get(certname, {})
+        if isinstance(found, str):
+            return found
+        environment = self.environment
+        if not self.enforce_environment:
+            environment = str(found.get("environment") or environment)
+        pack = self.packs.get(environment)
+        if pack is None:
+            return f"environment {environment} of node {certname} could not be packed"
+        return {
+            **self._base,
+            "environment": environment,
+            "code": pack,
+            "classification": {
+                "classes": found.get("classes", {}),
+                "parameters": found.get("parameters", {}),
+            },
+        }
+
+    def node_state(self, results: dict[str, Any]) -> str:
+        return states.state_for_results(results)
+
+
+def puppet_flags(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``puppet``/``run`` flags of a deploy job's stored options: ``noop`` true
+    (``--noop``), false (``--no-noop``, from ``no_noop``) or null (the node's own)."""
+    noop = True if options.get("noop") else False if options.get("no_noop") else None
+    flags: dict[str, Any] = {"noop": noop}
+    for name in PUPPET_FLAGS:
+        if options.get(name):
+            flags[name] = True
+    return flags
 
 
 class Unrunnable:

@@ -21,13 +21,21 @@ from typing import Any
 
 from podium.errors import PodiumError, StoreError, Unavailable, ValidationError
 from podium.jobs.core import Changes, JobCore, JobKind, Limits, ResumedNode
-from podium.jobs.kinds import PACE_OPTIONS, TaskRun, Unrunnable, pace_of
+from podium.jobs.kinds import (
+    PACE_OPTIONS,
+    PuppetRun,
+    TaskRun,
+    Unrunnable,
+    pace_of,
+    puppet_flags,
+)
 from podium.jobs.link import ControllerLink
 from podium.jobs.payloads import INPUT_PURPOSE, SEALED_INPUT, redacted, storable
 from podium.pki.sealing import Sealer
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
+from podium.puppet.pack import Packer
 from podium.store import JobRecord, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
 from podium.tasks.metadata import Task
@@ -51,6 +59,19 @@ class Answer:
 FactsSink = Callable[
     [Sequence[tuple[str, dict[str, Any], datetime]], Mapping[str, Sequence[str] | None]], None
 ]
+# Each certname's classification (environment, classes, parameters) or why it has none.
+Classifier = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any] | str]]
+# Stores Puppet run reports (store_report wire format) in the inventory.
+ReportsSink = Callable[[Sequence[dict[str, Any]]], None]
+DEPLOY_OPTIONS = (
+    "mode",
+    "noop",
+    "no_noop",
+    "debug",
+    "trace",
+    "evaltrace",
+    "enforce_environment",
+)
 
 
 class JobService:
@@ -64,6 +85,9 @@ class JobService:
         *,
         sealer: Sealer,
         record_facts: FactsSink | None = None,
+        packer: Packer | None = None,
+        classify: Classifier | None = None,
+        record_reports: ReportsSink | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         # Timeouts
@@ -78,6 +102,12 @@ class JobService:
         self.sealer = sealer
         # Where the facts agents send go (the inventory); the store's own table by default.
         self._record_facts: FactsSink = record_facts or store.record_facts_many
+        self.packer = packer
+        self._classify = classify
+        self._record_reports = record_reports
+        # Puppet runs whose reports are still to come: transaction id → job id
+        self._reporting: dict[str, int] = {}
+        self._reports: list[dict[str, Any]] = []  # reports to store at the next flush
         self.core = JobCore(limits, link_up=False)
         self.clock = clock
         self.flush_interval = flush_interval
@@ -133,7 +163,7 @@ class JobService:
         """Write everything queued so far (and wait for a flush under way)."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
-        if self._changes or self._facts:
+        if self._changes or self._facts or self._reports:
             self._flusher = asyncio.ensure_future(self._flush_now())
             await asyncio.shield(self._flusher)
 
@@ -176,11 +206,7 @@ class JobService:
         """Start a task job on ``nodes``, in that order; returns the job id. ``scope``:
         what the nodes were resolved from, as the job shows it (default: the node list);
         ``pace``: the options of :data:`~podium.jobs.kinds.PACE_OPTIONS` that are set."""
-        if not self.link.ready.is_set():
-            raise Unavailable(
-                "the server has no connection to a broker right now, so no node can be "
-                "reached; check the broker and the server's log, then try again"
-            )
+        self._check_link()
         paced = _checked_pace(pace or {})
         found = await asyncio.to_thread(self.codedir.task, environment, task)
         checked = validate_params(found, params)
@@ -191,23 +217,9 @@ class JobService:
                 kind="puppetlabs.orchestrator/task-not-noop",
                 details={"task": found.name},
             )
-        certnames = list(dict.fromkeys(validate_certname(n, "node") for n in nodes))
-        if not certnames:
-            raise ValidationError(
-                "the job targets no nodes; give at least one node name",
-                kind="puppetlabs.orchestrator/empty-target",
-            )
+        certnames = _certnames(nodes)
         kind = self._task_run(found, checked, noop=noop, timeout=paced.get("timeout"))
         kind.check_size(self.max_message_bytes)
-        known = await asyncio.to_thread(self.store.known_certnames, certnames)
-        # Connected agents said what they run when they connected; ask the database only
-        # about those that did before this server started.
-        unheard = [c for c in certnames if c not in self._features]
-        if unheard:
-            stored = await asyncio.to_thread(self.store.node_features, unheard)
-            for certname, features in stored.items():
-                self._features.setdefault(certname, features)
-        txids = [(c, uuid.uuid4().hex) for c in certnames]
         options: dict[str, Any] = {
             "task": found.name,
             "params": redacted(found, checked),
@@ -218,34 +230,150 @@ class JobService:
             # What the nodes get, kept to resume the job after a restart; never shown.
             SEALED_INPUT: self.sealer.seal(checked, purpose=INPUT_PURPOSE),
         }
+        return await self._create(
+            "task", kind, certnames, options, owner=owner, description=description
+        )
+
+    def _check_link(self) -> None:
+        if not self.link.ready.is_set():
+            raise Unavailable(
+                "the server has no connection to a broker right now, so no node can be "
+                "reached; check the broker and the server's log, then try again"
+            )
+
+    async def _create(
+        self,
+        type: str,
+        kind: JobKind,
+        certnames: list[str],
+        options: dict[str, Any],
+        *,
+        owner: str,
+        description: str,
+    ) -> int:
+        """Store a new job and hand it to the core."""
+        known = await asyncio.to_thread(self.store.known_certnames, certnames)
+        # Connected agents said what they run when they connected; ask the database only
+        # about those that did before this server started.
+        unheard = [c for c in certnames if c not in self._features]
+        if unheard:
+            stored = await asyncio.to_thread(self.store.node_features, unheard)
+            for certname, features in stored.items():
+                self._features.setdefault(certname, features)
+        txids = [(c, uuid.uuid4().hex) for c in certnames]
         now = self.clock()
         job_id = await asyncio.to_thread(
             self.store.create_job,
-            type="task",
+            type=type,
             owner=owner,
-            environment=environment,
+            environment=options["environment"],
             description=description,
             options=options,
             nodes=txids,
             at=datetime.fromtimestamp(now, UTC),
         )
         self._finished[job_id] = asyncio.Event()
+        if isinstance(kind, PuppetRun):
+            self._reporting.update((txid, job_id) for _, txid in txids)
         self.core.add_job(
             job_id,
             kind,
             txids,
             self.clock(),
-            pace=pace_of(paced, len(certnames)),
+            pace=pace_of(options, len(certnames)),
             owner=owner,
             # With an offline TTL, a node not seen yet may be one being set up: it waits.
             unknown=(
                 []
-                if paced.get("offline_ttl")
+                if options.get("offline_ttl")
                 else [c for c in certnames if c not in known and c not in self.link.connected]
             ),
         )
         self._drive()
         return job_id
+
+    async def run_puppet(
+        self,
+        *,
+        nodes: Sequence[str],
+        environment: str = "production",
+        mode: str = "apply",
+        noop: bool = False,
+        no_noop: bool = False,
+        debug: bool = False,
+        trace: bool = False,
+        evaltrace: bool = False,
+        enforce_environment: bool = True,
+        description: str = "",
+        owner: str = "admin",
+        scope: dict[str, Any] | None = None,
+        pace: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Start a Puppet run (a ``deploy`` job) on ``nodes``; returns the job id."""
+        self._check_link()
+        paced = _checked_pace(pace or {})
+        if mode not in ("apply", "agent"):
+            raise ValidationError(f"mode is apply or agent, not {mode!r}")
+        if noop and no_noop:
+            raise ValidationError(
+                "noop and no_noop exclude each other: give one, or neither to let each "
+                "node keep its own setting"
+            )
+        certnames = _certnames(nodes)
+        options: dict[str, Any] = {
+            "environment": environment,
+            "mode": mode,
+            "noop": noop,
+            "no_noop": no_noop,
+            "debug": debug,
+            "trace": trace,
+            "evaltrace": evaltrace,
+            "enforce_environment": enforce_environment,
+            "scope": scope or {"nodes": certnames},
+            **paced,
+        }
+        kind = await self._puppet_run(options, certnames)
+        return await self._create(
+            "deploy", kind, certnames, options, owner=owner, description=description
+        )
+
+    async def _puppet_run(self, options: Mapping[str, Any], certnames: Sequence[str]) -> PuppetRun:
+        """The kind of a deploy job: its environments packed and its nodes classified
+        (apply mode), as they are now."""
+        environment = options["environment"]
+        mode = options.get("mode", "apply")
+        enforce = bool(options.get("enforce_environment", True))
+        packs: dict[str, dict[str, Any]] = {}
+        classified: Mapping[str, Mapping[str, Any] | str] = {}
+        if mode == "apply":
+            if self.packer is None or self._classify is None:
+                raise Unavailable("this server cannot pack environments for apply mode")
+            packer = self.packer
+            classified = await asyncio.to_thread(self._classify, certnames)
+            wanted = {environment}
+            if not enforce:
+                wanted |= {
+                    str(c.get("environment") or environment)
+                    for c in classified.values()
+                    if not isinstance(c, str)
+                }
+            for env in sorted(wanted):
+                try:
+                    pack = await asyncio.to_thread(packer.pack, env)
+                except PodiumError:
+                    if env == environment:
+                        raise  # the job's own environment: say so before the job exists
+                    continue  # a node's own one: that node fails, saying so
+                packs[env] = pack.spec()
+        return PuppetRun(
+            mode=mode,
+            environment=environment,
+            flags=puppet_flags(options),
+            enforce_environment=enforce,
+            packs=packs,
+            classified=classified,
+            timeout=options.get("timeout") or self.limits.default_node_timeout,
+        )
 
     async def stop_job(self, job_id: int, *, by: str, force: bool = False) -> JobRecord:
         """Stop a job (idempotent); returns it as stored once the stop is."""
@@ -267,8 +395,10 @@ class JobService:
         """A new job with the command and options of ``job_id``, on all its nodes or only
         on those that did not succeed; ``check(task, nodes)`` may refuse it first."""
         job = await asyncio.to_thread(self.store.get_job, job_id)
-        if job.type != "task":
-            raise ValidationError(f"job {job_id} is a {job.type} job; only task jobs rerun yet")
+        if job.type not in ("task", "deploy"):
+            raise ValidationError(
+                f"job {job_id} is a {job.type} job; only task and deploy jobs run again"
+            )
         states = ("failed", "errored", "skipped") if only_failed else None
         nodes: list[str] = []
         for state in states or (None,):
@@ -285,7 +415,19 @@ class JobService:
         order = {c: i for i, c in enumerate(given) if isinstance(c, str)}
         nodes.sort(key=lambda c: (order.get(c, len(order)), c))
         if check is not None:
-            await check(options["task"], nodes)
+            await check(options.get("task", ""), nodes)
+        scope = {"nodes": nodes} if only_failed else options.get("scope")
+        pace = {k: options[k] for k in PACE_OPTIONS if k in options}
+        if job.type == "deploy":
+            return await self.run_puppet(
+                nodes=nodes,
+                environment=job.environment,
+                description=job.description,
+                owner=owner,
+                scope=scope,
+                pace=pace,
+                **{k: options[k] for k in DEPLOY_OPTIONS if k in options},
+            )
         return await self.run_task(
             task=options["task"],
             params=self._input(options),
@@ -294,8 +436,8 @@ class JobService:
             description=job.description,
             owner=owner,
             noop=bool(options.get("noop")),
-            scope={"nodes": nodes} if only_failed else options.get("scope"),
-            pace={k: options[k] for k in PACE_OPTIONS if k in options},
+            scope=scope,
+            pace=pace,
         )
 
     async def round_trip(
@@ -392,7 +534,10 @@ class JobService:
         if isinstance(message, msg.Error):
             self.core.bounced(message.id or "", self.clock())
         elif isinstance(message, msg.NonBlockingResponse):
-            clean = msg.NonBlockingResponse(message.transaction_id, storable(message.results))
+            results = storable(message.results)
+            if self._reporting:
+                results = self._take_report(sender, message.transaction_id, results)
+            clean = msg.NonBlockingResponse(message.transaction_id, results)
             self.core.receive(sender, clean, self.clock())
         elif isinstance(message, msg.RpcError):
             text = message.description.replace("\x00", "\ufffd")
@@ -402,6 +547,19 @@ class JobService:
         else:
             return
         self._drive()
+
+    def _take_report(self, sender: str, txid: str, results: dict[str, Any]) -> dict[str, Any]:
+        """A Puppet run's results without its report, which goes to the inventory (with
+        the job's id) at the next flush; the job keeps the summary."""
+        report = results.get("report")
+        job_id = self._reporting.get(txid)
+        if job_id is None or not isinstance(report, dict):
+            return results
+        del self._reporting[txid]
+        if self._record_reports is not None and report.get("certname") == sender:
+            self._reports.append({**report, "job_id": str(job_id)})
+            self._flush_soon()
+        return {k: v for k, v in results.items() if k != "report"}
 
     def _on_change(self, certname: str, up: bool) -> None:
         if up:
@@ -460,7 +618,15 @@ class JobService:
         await self._flush_now()
 
     async def _flush_now(self) -> None:
-        while self._changes or self._facts:
+        while self._changes or self._facts or self._reports:
+            if self._reports and self._record_reports is not None:
+                reports, self._reports = self._reports, []
+                try:
+                    await asyncio.to_thread(self._record_reports, reports)
+                except PodiumError as exc:
+                    log.error("could not store %d Puppet reports: %s", len(reports), exc.msg)
+                except Exception:
+                    log.exception("dropped Puppet reports that could not be stored")
             if self._facts:
                 facts, self._facts = self._facts, {}
                 try:
@@ -538,15 +704,19 @@ class JobService:
             failures: dict[str, str] = {}
             kind: JobKind
             try:
-                task = await asyncio.to_thread(
-                    self.codedir.task, job.environment, job.options["task"]
-                )
-                kind = self._task_run(
-                    task,
-                    self._input(job.options),
-                    noop=bool(job.options.get("noop")),
-                    timeout=job.options.get("timeout"),
-                )
+                if job.type == "deploy":
+                    kind = await self._puppet_run(job.options, certnames)
+                    self._reporting.update((n.transaction_id, job.id) for n in nodes)
+                else:
+                    task = await asyncio.to_thread(
+                        self.codedir.task, job.environment, job.options["task"]
+                    )
+                    kind = self._task_run(
+                        task,
+                        self._input(job.options),
+                        noop=bool(job.options.get("noop")),
+                        timeout=job.options.get("timeout"),
+                    )
             except PodiumError as exc:
                 why = f"cannot resume after a restart: {exc.msg}"
                 kind = Unrunnable(why)
@@ -575,6 +745,16 @@ class JobService:
             )
             log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))
         self._drive()
+
+
+def _certnames(nodes: Sequence[str]) -> list[str]:
+    certnames: list[str] = list(dict.fromkeys(validate_certname(n, "node") for n in nodes))
+    if not certnames:
+        raise ValidationError(
+            "the job targets no nodes; give at least one node name",
+            kind="puppetlabs.orchestrator/empty-target",
+        )
+    return certnames
 
 
 def _checked_pace(pace: Mapping[str, Any]) -> dict[str, Any]:

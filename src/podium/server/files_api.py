@@ -11,6 +11,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from podium.errors import NotFound
 from podium.server.access import GuardedRoute, allow
 from podium.server.views import ERRORS
 from podium.tasks.codedir import CodeDir
@@ -39,3 +40,17 @@ async def module_file(
 ) -> FileResponse:
     path = await asyncio.to_thread(_codedir(request).file_path, environment, module, relative)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/packs/{sha256}", openapi_extra=allow("node"))
+async def pack(sha256: str, request: Request) -> FileResponse:
+    """An environment packed for apply mode, by its SHA-256 (see podium.puppet.pack)."""
+    packer = request.app.state.runtime.jobs.packer
+    path = packer.path(sha256) if packer is not None else None
+    if path is None:
+        raise NotFound(
+            f"no packed environment {sha256[:64]!r} on this server; the job that named it "
+            "may be older than the packs kept, run it again",
+            kind="podium/unknown-pack",
+        )
+    return FileResponse(path, media_type="application/gzip")

@@ -86,6 +86,25 @@ class TaskCommand(PaceFields):
     description: str = ""
 
 
+class DeployCommand(PaceFields):
+    """PE's ``/command/deploy`` body, and ``mode`` (a Podium addition)."""
+
+    scope: Scope
+    environment: str = "production"
+    noop: StrictBool = False
+    no_noop: StrictBool = False
+    enforce_environment: StrictBool = True
+    description: str = ""
+    debug: StrictBool = False
+    trace: StrictBool = False
+    evaltrace: StrictBool = False
+    mode: Literal["apply", "agent"] = Field(
+        "apply",
+        description="apply: puppet apply with the environment packed by the server; "
+        "agent: puppet agent against the site's Puppet Server",
+    )
+
+
 JobRef = Annotated[StrictInt | str, Field(description="the job's id (a number) or its URL")]
 
 
@@ -137,14 +156,50 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-@router.post("/command/task", status_code=202, openapi_extra=allow("tasks:run"))
-async def command_task(
-    body: TaskCommand, request: Request, principal: CurrentPrincipal
+_PUPPET_RUN = ("puppet_agent", "run", "*")
+
+
+@router.post("/command/deploy", status_code=202, openapi_extra=allow("puppet_agent:run"))
+async def command_deploy(
+    body: DeployCommand, request: Request, principal: CurrentPrincipal
 ) -> JSONResponse:
-    """Run a task on the nodes the caller may run it on: a node list naming others is
-    refused (403, naming them); a query or group runs on the permitted ones only."""
+    """Run Puppet now on the nodes the caller may run it on (PE's deploy): a node list
+    naming others is refused (403, naming them); a query or group runs on the
+    permitted ones only."""
     runtime = _runtime(request)
     scope = parse_scope(body.scope)
+    target = await _non_empty(runtime, scope)
+    split = await permitted_nodes(
+        runtime, principal, _PUPPET_RUN, target.certnames, scope, doing="run Puppet"
+    )
+    job_id = await runtime.jobs.run_puppet(
+        nodes=split.allowed,
+        environment=body.environment,
+        mode=body.mode,
+        noop=body.noop,
+        no_noop=body.no_noop,
+        debug=body.debug,
+        trace=body.trace,
+        evaltrace=body.evaltrace,
+        enforce_environment=body.enforce_environment,
+        description=body.description,
+        owner=principal.login,
+        scope=body.scope,
+        pace=body.pace(),
+    )
+    noop = " in noop mode" if body.noop else ""
+    await _audit_job(
+        request,
+        principal,
+        "create",
+        job_id,
+        f"ran Puppet{noop} in {body.environment} on {len(split.allowed)} nodes ({target.explain})",
+    )
+    return _created(request, job_id, split)
+
+
+async def _non_empty(runtime: Runtime, scope: targeting.Scope) -> Target:
+    """What ``scope`` resolves to; an empty target is a 400 saying what it matched."""
     target = await asyncio.to_thread(resolve, scope, runtime.inventory)
     if not target.certnames:
         raise ValidationError(
@@ -153,6 +208,18 @@ async def command_task(
             kind=EMPTY_TARGET,
             details=_target_view(runtime, target),
         )
+    return target
+
+
+@router.post("/command/task", status_code=202, openapi_extra=allow("tasks:run"))
+async def command_task(
+    body: TaskCommand, request: Request, principal: CurrentPrincipal
+) -> JSONResponse:
+    """Run a task on the nodes the caller may run it on: a node list naming others is
+    refused (403, naming them); a query or group runs on the permitted ones only."""
+    runtime = _runtime(request)
+    scope = parse_scope(body.scope)
+    target = await _non_empty(runtime, scope)
     split = await _permitted(runtime, principal, body.task, target.certnames, scope)
     job_id = await runtime.jobs.run_task(
         task=body.task,
@@ -284,7 +351,7 @@ async def command_stop(
     return JSONResponse({"job": view}, status_code=202)
 
 
-@router.post("/command/rerun", status_code=202, openapi_extra=allow("tasks:run"))
+@router.post("/command/rerun", status_code=202, openapi_extra=allow("authenticated"))
 async def command_rerun(
     body: RerunCommand, request: Request, principal: CurrentPrincipal
 ) -> JSONResponse:
@@ -294,7 +361,10 @@ async def command_rerun(
     first = _job_ref(body.job)
 
     async def check(task: str, nodes: list[str]) -> None:
-        await _permitted(runtime, principal, task, nodes, None)
+        if task:
+            await _permitted(runtime, principal, task, nodes, None)
+        else:  # a deploy job
+            await permitted_nodes(runtime, principal, _PUPPET_RUN, nodes, None, doing="run Puppet")
 
     job_id = await runtime.jobs.rerun(
         first, owner=principal.login, only_failed=body.only_failed, check=check

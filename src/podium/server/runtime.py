@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from podium.pki.ca import AutosignPolicy, CertificateAuthority
 from podium.pki.revocation import CrlWatcher
 from podium.pki.sealing import Sealer, load_or_create_key
 from podium.pki.tls import client_context, server_context
+from podium.puppet.pack import Packer
 from podium.rbac.credentials import check_password_rules
 from podium.rbac.service import AccessService, TokenPolicy
 from podium.rbac.store import RbacStore
@@ -171,6 +173,9 @@ class Runtime:
             self.codedir,
             sealer=self.sealer,
             record_facts=InventoryStore.of(self.store).record_facts_many,
+            packer=Packer(self.codedir, settings.datadir / "packs"),
+            classify=self._classify,
+            record_reports=self._record_reports,
             limits=Limits(
                 max_running=settings.task_concurrency,
                 reconnect_grace=settings.reconnect_grace,
@@ -192,6 +197,23 @@ class Runtime:
         self._revoked: frozenset[int] = frozenset()
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def _classify(self, certnames: Sequence[str]) -> dict[str, dict[str, Any] | str]:
+        return self.inventory.classifications(certnames)
+
+    def _record_reports(self, payloads: Sequence[dict[str, Any]]) -> None:
+        from podium.inventory.reports import parse_report
+
+        reports = []
+        for payload in payloads:
+            try:
+                reports.append(parse_report(payload))
+            except PodiumError as exc:
+                log.warning(
+                    "a Puppet report from %s was not stored: %s", payload.get("certname"), exc.msg
+                )
+        if reports:
+            InventoryStore.of(self.store).store_reports(reports)
 
     def _run_query(self, ast: list[Any]) -> list[Any]:
         rows, _ = run_query(self.store, ast)

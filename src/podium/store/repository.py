@@ -192,6 +192,15 @@ class Store:
                 known.update(connection.execute(query).scalars())
         return known
 
+    def node_facts(self, certnames: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """For those of ``certnames`` that the inventory holds, their facts documents."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._read() as connection:
+            for chunk in queries.chunks(sorted(set(certnames))):
+                query = select(nodes.c.certname, nodes.c.facts).where(nodes.c.certname.in_(chunk))
+                found.update((name, facts) for name, facts in connection.execute(query))
+        return found
+
     def node_features(self, certnames: Sequence[str]) -> dict[str, list[str] | None]:
         """For those of ``certnames`` that the inventory holds, their agents' features
         (None for a node whose agent never said)."""
