@@ -1,4 +1,4 @@
-"""``podium job show|stop|rerun|plan``; watching a job live is :mod:`podium.cli.watch`."""
+"""``podium job run|show|stop|rerun|plan``; watching a job live is :mod:`podium.cli.watch`."""
 
 from __future__ import annotations
 
@@ -109,6 +109,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_display_args(rerun)
     add_connection_args(rerun)
     rerun.set_defaults(func=run_rerun)
+
+    from podium.cli.task import add_pace_args  # it imports this module
+
+    run = jsub.add_parser(
+        "run",
+        help="run Puppet on nodes now, and watch it",
+        description="Run Puppet on the target nodes now (PE's puppet job run) and watch "
+        "it: a line per node with its resource event counts as it ends (a job of more "
+        "than 10 nodes prints each distinct outcome once, and a summary), then a summary. "
+        "In apply mode (the default) the server packs the environment's manifests and "
+        "modules and each node applies them with its classification from its node groups; "
+        "--mode agent runs puppet agent against the site's Puppet Server. Ctrl+C stops the "
+        f"job. {TARGET_HELP} Exit code: 0 all nodes succeeded, 1 error, 2 some nodes "
+        "failed, 3 no node answered.",
+    )
+    add_target_args(run)
+    run.add_argument("-e", "--environment", default="production", help="code environment")
+    noop = run.add_mutually_exclusive_group()
+    noop.add_argument(
+        "--noop", action="store_true", help="change nothing: report what would change"
+    )
+    noop.add_argument(
+        "--no-noop", action="store_true", help="change things even where a node is set to noop"
+    )
+    run.add_argument(
+        "--mode",
+        choices=("apply", "agent"),
+        default="apply",
+        help="apply: puppet apply of the packed environment (default); agent: puppet agent "
+        "against the site's Puppet Server",
+    )
+    run.add_argument(
+        "--no-enforce-environment",
+        dest="enforce_environment",
+        action="store_false",
+        help="run each node in the environment its node groups give it, not -e's",
+    )
+    for flag, what in (
+        ("--debug", "debug messages"),
+        ("--trace", "Ruby stack traces of errors"),
+        ("--evaltrace", "the time each resource took"),
+    ):
+        run.add_argument(flag, action="store_true", help=f"have Puppet log {what}")
+    run.add_argument("--description", default="", help="a note stored with the job")
+    add_pace_args(run, "Puppet run")
+    add_display_args(run)
+    add_connection_args(run)
+    run.set_defaults(func=run_deploy)
 
     plan = jsub.add_parser(
         "plan",
@@ -280,6 +328,8 @@ def job_lines(job: Mapping[str, Any]) -> list[str]:
     ]
     if job["type"] == "task":
         lines.append(f"  Task:        {clean_line(str(options.get('task')))}")
+    if job["type"] == "deploy":
+        lines.append(f"  Mode:        {clean_line(str(options.get('mode') or 'apply'))}")
     if options.get("params"):
         lines.append(f"  Parameters:  {clean_line(_compact_json(options['params']))}")
     lines.append(f"  Environment: {clean_line(str(job['environment']['name']))}")
@@ -291,8 +341,13 @@ def job_lines(job: Mapping[str, Any]) -> list[str]:
         lines.append(f"  Target:      {target}")
     pace = [] if not options.get("concurrency") else [f"concurrency {options['concurrency']}"]
     pace.extend(f"{label.lower()}: {text}" for label, text in pace_items(options))
-    if options.get("noop"):
-        pace.append("noop")
+    pace.extend(
+        flag.replace("_", "-")
+        for flag in ("noop", "no_noop", "debug", "trace", "evaltrace")
+        if options.get(flag)
+    )
+    if options.get("enforce_environment") is False:
+        pace.append("each node in its own environment")
     if pace:
         lines.append(f"  Options:     {clean_line('; '.join(pace))}")
     for label, key in (
@@ -382,6 +437,71 @@ def run_rerun(args: argparse.Namespace) -> int:
         )
     finally:
         client.close()
+
+
+# The API's pace fields, from the flags of the same names.
+PACE_FLAGS = ("concurrency", "batch", "batch_sleep", "timeout", "job_timeout", "offline_ttl")
+
+
+def pace_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The pace fields of a job command's body, from its flags."""
+    body = {n: getattr(args, n) for n in PACE_FLAGS if getattr(args, n, None) is not None}
+    if getattr(args, "fail_fast", False):
+        body["fail_fast"] = True
+    return body
+
+
+def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
+    """The body of ``POST /command/deploy`` for ``job run``'s arguments."""
+    body: dict[str, Any] = {
+        "scope": scope_from_args(args),
+        "environment": args.environment,
+        "mode": args.mode,
+        "description": args.description,
+    }
+    for flag in ("noop", "no_noop", "debug", "trace", "evaltrace"):
+        if getattr(args, flag):
+            body[flag] = True
+    if not args.enforce_environment:
+        body["enforce_environment"] = False
+    return {**body, **pace_fields(args)}
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    client = ApiClient.from_args(args)
+    body = deploy_command(args)
+    as_json = args.format == "json"
+    if not as_json:
+        sys.stdout.write("Starting a Puppet run ...\n")
+        sys.stdout.flush()
+    answer = client.call("POST", "/command/deploy", json=body)
+    warn_left_out(answer)
+    query = body["scope"].get("query")
+    try:
+        return follow(
+            client,
+            answer["job"]["name"],
+            verbose=args.verbose,
+            stream=args.stream,
+            as_json=as_json,
+            query=query if args.explain and isinstance(query, str) else None,
+        )
+    finally:
+        client.close()
+
+
+def warn_left_out(answer: Mapping[str, Any]) -> None:
+    """Say on stderr which nodes a job command left out for the caller's permissions."""
+    left_out = answer.get("left_out")
+    if not left_out:
+        return
+    names = [clean_line(str(n)) for n in left_out.get("nodes", ())]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    print(
+        f"warning: left out {len(names)} nodes you may not run this on ({shown}): "
+        f"{clean_line(str(left_out.get('reason', '')))}",
+        file=sys.stderr,
+    )
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -13,13 +13,12 @@ from typing import Any
 from podium.cli.client import (
     ApiClient,
     add_connection_args,
-    clean_line,
     clean_text,
     print_json,
     table,
 )
 from podium.cli.durations import DURATION_HELP, duration_arg, parse_duration
-from podium.cli.job import add_display_args
+from podium.cli.job import add_display_args, pace_fields, warn_left_out
 from podium.cli.target import add_target_args, read_at, scope_from_args
 from podium.cli.watch import follow
 from podium.errors import PodiumError, ValidationError
@@ -56,7 +55,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--noop", action="store_true", help="run in no-op mode (tasks that support it)"
     )
     run.add_argument("--description", default="", help="a note stored with the job")
-    pace = run.add_argument_group(
+    add_pace_args(run, "task")
+    add_display_args(run)
+    add_connection_args(run)
+    run.set_defaults(func=run_task, takes_pairs=True)
+
+    show = tsub.add_parser(
+        "show",
+        help="list the tasks of an environment, or describe one",
+        description="With no TASK, list the tasks of the environment; with TASK, its "
+        "description, parameters, noop support and implementations.",
+    )
+    show.add_argument("task", nargs="?", metavar="TASK", help="the task to describe")
+    show.add_argument("-e", "--environment", default="production", help="code environment")
+    add_connection_args(show)
+    show.set_defaults(func=run_show)
+
+
+def add_pace_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """The pace flags of a job command; ``what`` a node runs: "task" or "Puppet run"."""
+    pace = parser.add_argument_group(
         "pace",
         f"How fast the job goes through its nodes. DURATION: {DURATION_HELP}.",
     )
@@ -81,32 +99,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout",
         type=_seconds,
         metavar="SECONDS",
-        help="stop the task on a node that runs longer than this (its whole process group)",
+        help=f"stop the {what} on a node that runs longer than this (its whole process group)",
     )
     pace.add_argument(
         "--job-timeout", type=duration_arg("the job timeout"), metavar="DURATION",
-        help="end the whole job after this long: nothing new starts, running tasks are "
-        "stopped",
+        help="end the whole job after this long: nothing new starts, running "
+        f"{what}s are stopped",
     )  # fmt: skip
     pace.add_argument(
         "--offline-ttl", type=duration_arg("the offline TTL"), metavar="DURATION",
         help="nodes not connected wait this long and run when they connect, instead of "
         "failing at once",
     )  # fmt: skip
-    add_display_args(run)
-    add_connection_args(run)
-    run.set_defaults(func=run_task, takes_pairs=True)
-
-    show = tsub.add_parser(
-        "show",
-        help="list the tasks of an environment, or describe one",
-        description="With no TASK, list the tasks of the environment; with TASK, its "
-        "description, parameters, noop support and implementations.",
-    )
-    show.add_argument("task", nargs="?", metavar="TASK", help="the task to describe")
-    show.add_argument("-e", "--environment", default="production", help="code environment")
-    add_connection_args(show)
-    show.set_defaults(func=run_show)
 
 
 def _seconds(text: str) -> int:
@@ -248,15 +252,7 @@ def run_task(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     answer = client.call("POST", "/command/task", json=body)
     job = answer["job"]
-    left_out = answer.get("left_out")
-    if left_out:  # the target reached further than the caller's permissions
-        names = [clean_line(str(n)) for n in left_out.get("nodes", ())]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        print(
-            f"warning: left out {len(names)} nodes you may not run this on ({shown}): "
-            f"{clean_line(str(left_out.get('reason', '')))}",
-            file=sys.stderr,
-        )
+    warn_left_out(answer)
     query = body["scope"].get("query")
     try:
         return follow(
@@ -271,10 +267,6 @@ def run_task(args: argparse.Namespace) -> int:
         client.close()
 
 
-# The API's pace fields, from the flags of the same names.
-_PACE = ("concurrency", "batch", "batch_sleep", "timeout", "job_timeout", "offline_ttl")
-
-
 def task_command(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
     """The body of ``POST /command/task`` for ``task run``'s arguments."""
     body: dict[str, Any] = {
@@ -285,12 +277,7 @@ def task_command(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, 
         "noop": args.noop,
         "description": args.description,
     }
-    for name in _PACE:
-        if getattr(args, name, None) is not None:
-            body[name] = getattr(args, name)
-    if getattr(args, "fail_fast", False):
-        body["fail_fast"] = True
-    return body
+    return {**body, **pace_fields(args)}
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, NamedTuple, Protocol, TextIO
 
+from podium.cli import runs
 from podium.cli.client import clean_line, clean_text
 from podium.cli.durations import format_duration, parse_timestamp, until_text
 from podium.errors import PodiumError
@@ -114,13 +115,27 @@ def result_lines(result: dict[str, Any] | None, *, with_error: bool = True) -> l
     return lines
 
 
-def node_lines(node: Mapping[str, Any]) -> list[Line]:
-    """A node's line and its result (``print_node``'s text), failures in red."""
+def node_lines(
+    node: Mapping[str, Any],
+    *,
+    puppet: bool = False,
+    events: int | None = runs.EVENTS_SHOWN,
+    logs: bool = False,
+) -> list[Line]:
+    """A node's line and its result (``print_node``'s text), failures in red; with
+    ``puppet``, the result is a Puppet run's (see :mod:`podium.cli.runs`)."""
     state, name = clean_line(str(node["state"])), clean_line(str(node["name"]))
     message = (node.get("details") or {}).get("message")
     result = node.get("result")
     failed = state in ("failed", "errored")
     style = "error" if failed else "muted" if state == "skipped" else ""
+    if puppet and isinstance(result, dict):
+        head = "Finished on node" if state == "finished" else f"{state.capitalize()} on"
+        texts = [f"{head} {name}: {runs.outcome(result)}"]
+        if message:
+            texts.extend(_block("  Error:" if failed else "  Note:", _text_lines(str(message))))
+        texts.extend(runs.run_lines(result, events=events, logs=logs, with_error=not message))
+        return [Line(text, style) for text in texts]
     if state == "finished":
         texts = [f"Finished on node {name}"]
     elif failed:
@@ -169,10 +184,14 @@ class JobDisplay:
         stream: bool = False,
         now: Callable[[], datetime] = _utcnow,
         tz: tzinfo | None = None,
+        events: int | None = runs.EVENTS_SHOWN,
+        logs: bool = False,
     ) -> None:
+        self.events, self.logs = events, logs  # of a Puppet run, what is printed
         self.job_id = clean_line(str(job.get("name", "")))
         self.node_count = int(job.get("node_count") or 0)
         self.every_node = verbose or self.node_count <= EVERY_NODE_UP_TO
+        self.puppet = job.get("type") == "deploy"  # results are Puppet runs
         self.stream = stream
         self._now, self._tz = now, tz
         self.counts: Counter[str] = Counter()
@@ -285,7 +304,7 @@ class JobDisplay:
             self._answered.add(node)
         else:
             self._answered.discard(node)
-        key = _group_key(node, state, result, message)
+        key = _group_key(node, state, runs.comparable(result) if self.puppet else result, message)
         old = self._group_of.get(node)
         if old is not None:
             before = self._groups[old]
@@ -308,7 +327,7 @@ class JobDisplay:
                 shown.pop("_output", None)  # printed live already
             view = {"name": node, "state": state, "result": shown}
             view["details"] = {"message": message} if message else {}
-            lines.extend(node_lines(view))
+            lines.extend(node_lines(view, puppet=self.puppet, events=self.events, logs=self.logs))
         return lines
 
     def _disconnected(self, node: str, give_up_at: Any) -> list[Line]:
@@ -502,8 +521,8 @@ def node_results(
 ) -> list[Line]:
     """The results of a job's nodes (from ``/jobs/:id/nodes``), grouped as when it ran:
     every node for a small job or ``verbose``, else a block per distinct result and the
-    summary by result."""
-    display = JobDisplay(job, verbose=verbose)
+    summary by result; a Puppet run's with every event and its log."""
+    display = JobDisplay(job, verbose=verbose, events=None, logs=True)
     lines: list[Line] = []
     for node in nodes:
         state = str(node.get("state"))
