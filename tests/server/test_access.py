@@ -169,6 +169,7 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/orchestrator/v1/tasks"): {},
     ("GET", "/orchestrator/v1/tasks/{module}/{task}"): {},
     ("POST", "/orchestrator/v1/command/task"): {"json": ECHO},
+    ("POST", "/orchestrator/v1/command/deploy"): {"json": {"scope": {"nodes": ["web-01"]}}},
     ("GET", "/classifier-api/v1/groups"): {},
     ("GET", "/classifier-api/v1/groups/{group_id}"): {},
     ("GET", "/classifier-api/v1/groups/{group_id}/rules"): {},
