@@ -131,9 +131,11 @@ class Fleet:
 
     # -- starting ---------------------------------------------------------------------
 
-    def _spawn(self, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: Sequence[str], log: Path, wrapper: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "podium", *args]
+        argv = [*wrapper, sys.executable, "-m", "podium", *args]
         # How to start it again by hand, e.g. after stopping an agent of a kept demo.
         log.with_suffix(".start").write_text(
             f"#!/bin/sh\n# Starts this process again, its output added to {log.name}\n"
@@ -195,11 +197,17 @@ class Fleet:
         return True
 
     def start_agent(
-        self, certname: str, *, token: str | None = None, facts_file: Path | None = None
+        self,
+        certname: str,
+        *,
+        token: str | None = None,
+        facts_file: Path | None = None,
+        wrapper: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """Start (or restart) the agent ``certname``; it enrolls with ``token``, by default
         the server's autosign token, when its vardir holds no certificate yet, and adds the
-        facts of ``facts_file`` (a JSON object) to its own."""
+        facts of ``facts_file`` (a JSON object) to its own. ``wrapper``: a command the
+        agent's own is run through (e.g. ``unshare``), its arguments last."""
         proc = self.agents.get(certname)
         if proc is not None and proc.poll() is None:
             raise PodiumError(f"the agent {certname} is already running")
@@ -218,6 +226,7 @@ class Fleet:
                 *extra,
             ],
             self.agent_log(certname),
+            wrapper,
         )
         return self.agents[certname]
 

@@ -261,7 +261,7 @@ def _list_jobs(client: ApiClient, args: argparse.Namespace) -> int:
                 j["name"],
                 j["state"],
                 j["type"],
-                str(options.get("task") or ""),
+                str(options.get("task") or ("puppet" if j["type"] == "deploy" else "")),
                 target_text(options.get("scope")),
                 j["owner"]["login"],
                 str(j["node_count"]),
