@@ -17,7 +17,7 @@ import pytest
 from podium.protocol import messages as msg
 from podium.server.runtime import Runtime
 from podium.server.settings import ServerSettings
-from waiting import DEADLINE
+from waiting import DEADLINE, until
 
 from .conftest import api_client
 from .fleet import FakeAgent
@@ -228,3 +228,66 @@ async def test_rerun_only_failed_runs_puppet_again_on_those(
     assert job["options"]["noop"] is True
     assert len(good.requests) == 1 and len(bad.requests) == 2
     assert bad.requests[1].params["noop"] is True
+
+
+async def test_an_application_orders_the_run_and_a_failure_skips_its_dependants(
+    api: httpx.AsyncClient, runtime: Runtime, settings: ServerSettings
+) -> None:
+    assert settings.codedir is not None
+    apps = settings.codedir / "environments/production/applications"
+    apps.mkdir()
+    (apps / "shop.yaml").write_text(
+        "components:\n"
+        "  db: {nodes: [db-01], produces: [Sql]}\n"
+        "  web: {nodes: [web-01, web-02], consumes: [Sql], produces: [Http]}\n"
+        "  lb: {nodes: [lb-01], consumes: [Http]}\n"
+    )
+    db = FakeAgent(runtime.broker, "db-01", lambda r: None)  # holds until told
+    web = [Agent(runtime, "web-01"), Agent(runtime, "web-02")]
+    lb = Agent(runtime, "lb-01")
+    response = await api.post(
+        "/command/deploy", json={"scope": {"nodes": ["lb-01", "web-01", "web-02", "db-01"]}}
+    )
+    assert response.status_code == 202, response.text
+    job_id = int(response.json()["job"]["name"])
+    await until(lambda: _has_request(db), what="db-01 to be asked to run first")
+    assert [a.requests for a in [*web, lb]] == [[], [], []]  # nobody else started
+    db.complete(ran("db-01", "failed", _error={"kind": "k", "msg": "the database failed"}))
+    await asyncio.wait_for(runtime.jobs.wait(job_id), DEADLINE)
+    job = (await api.get(f"/jobs/{job_id}")).json()
+    assert job["options"]["after"] == {
+        "lb-01": ["web-01", "web-02"],
+        "web-01": ["db-01"],
+        "web-02": ["db-01"],
+    }
+    nodes = await nodes_of(api, job)
+    assert {n: v["state"] for n, v in nodes.items()} == {
+        "db-01": "failed",
+        "web-01": "skipped",
+        "web-02": "skipped",
+        "lb-01": "skipped",
+    }
+    assert "runs after db-01, which failed" in nodes["web-01"]["details"]["message"]
+    assert [a.requests for a in [*web, lb]] == [[], [], []]
+
+
+async def test_a_cycle_in_the_applications_is_refused_naming_it(
+    api: httpx.AsyncClient, runtime: Runtime, settings: ServerSettings
+) -> None:
+    assert settings.codedir is not None
+    apps = settings.codedir / "environments/production/applications"
+    apps.mkdir()
+    (apps / "loop.yaml").write_text(
+        "components:\n"
+        "  a: {nodes: [web-01], produces: [X], consumes: [Y]}\n"
+        "  b: {nodes: [web-02], produces: [Y], consumes: [X]}\n"
+    )
+    Agent(runtime, "web-01"), Agent(runtime, "web-02")
+    response = await api.post("/command/deploy", json={"scope": {"nodes": ["web-01", "web-02"]}})
+    assert response.status_code == 400, response.text
+    assert response.json()["kind"] == "puppetlabs.orchestrator/dependency-cycle"
+    assert "web-01" in response.json()["msg"] and "web-02" in response.json()["msg"]
+
+
+def _has_request(agent: FakeAgent) -> bool:
+    return bool(agent.requests)

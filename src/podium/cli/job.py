@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from podium.cli.app import order_lines
 from podium.cli.client import (
     ApiClient,
     add_connection_args,
@@ -160,12 +161,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     plan = jsub.add_parser(
         "plan",
-        help="show which nodes a target resolves to, without running anything",
+        help="show which nodes a target resolves to, and the order Puppet runs them in",
         description="Resolve the target as a job would and print the nodes, which of them "
         "are connected, and what was left out: duplicates, globs that matched nothing, "
-        f"and nodes lacking a fact the query uses. {TARGET_HELP}",
+        "and nodes lacking a fact the query uses; then, when applications of the "
+        "environment order them, the levels a Puppet run (podium job run) goes through. "
+        f"{TARGET_HELP}",
     )
     add_target_args(plan)
+    plan.add_argument(
+        "-e",
+        "--environment",
+        default="production",
+        help="the environment whose applications order a Puppet run (see podium app show)",
+    )
     add_connection_args(plan)
     plan.set_defaults(func=run_plan)
 
@@ -508,14 +517,21 @@ def run_plan(args: argparse.Namespace) -> int:
     client = ApiClient.from_args(args)
     scope = scope_from_args(args)
     plan = client.call("POST", "/targets", json={"scope": scope})
+    items = plan["items"]
+    order = None
+    if items:
+        body = {"scope": scope, "environment": args.environment}
+        order = client.call("POST", "/command/plan", json=body)
     if args.format == "json":
-        print_json(plan)
+        print_json({**plan, "run_order": order})
         return OK
     print_target(plan, sys.stdout, explain=True)
-    items = plan["items"]
     if items:
         print(table([[i["name"], "yes" if i["connected"] else "no"] for i in items],
                     ["NODE", "CONNECTED"]))  # fmt: skip
+    if order is not None and any(n.get("application") for n in order["nodes"].values()):
+        print()
+        print("\n".join(order_lines(order)))
     return OK if items else ERROR
 
 

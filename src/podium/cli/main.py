@@ -23,6 +23,7 @@ _COMMANDS = (
     "ca",
     "task",
     "job",
+    "app",
     "node",
     "query",
     "group",

@@ -12,11 +12,25 @@ stored) and when to call :meth:`~JobCore.tick` next (:meth:`~JobCore.next_timer`
 A job kind (:class:`JobKind`: a task run now, Puppet runs and plan steps later) supplies
 the request for a node and the node state for a result; everything else is here.
 
-Node phases: ``queued`` (not started), ``waiting`` (offline, waiting to connect within the
-job's ``offline_ttl``), ``ready`` (connected since, waiting for its turn), ``sent``
-(request sent, not yet accepted), ``running`` (accepted), ``ended``. A node given up on
-(its agent gone past the grace period, or silent past its deadline) ends ``errored``;
-should its result arrive later, it replaces that.
+Node phases: ``held`` (waiting for the nodes it runs after), ``queued`` (not started),
+``waiting`` (offline, waiting to connect within the job's ``offline_ttl``), ``ready``
+(connected since, waiting for its turn), ``sent`` (request sent, not yet accepted),
+``running`` (accepted), ``ended``. A node given up on (its agent gone past the grace
+period, or silent past its deadline) ends ``errored``; should its result arrive later, it
+replaces that.
+
+Run order: a job may say which of its nodes run after which (``after``, certname → the
+certnames it waits for; an application's components, see :mod:`podium.puppet.apps`). A
+node with prerequisites is ``held``, outside the queue, so it never blocks the nodes that
+may start: the pace rules (concurrency, batches) apply to the queued ones only. Each
+node counts the prerequisites it still waits for and lists its dependants; when a node
+ends ``finished``, each dependant's count drops and one at zero joins the end of the
+queue. When it ends in any other state, its held dependants end ``skipped``
+(``node_skipped``, the message naming the node waited for and its state), and theirs in
+turn, saying what the first one was. Each edge is looked at once: O(nodes + edges) for
+a job, and nothing scans the job's nodes when one ends. A late result that replaces a
+given-up node's ``errored`` does not bring its skipped dependants back. A cycle in
+``after`` is refused (:class:`ValueError`): the planner refuses it first, naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -135,7 +149,9 @@ def _stamp(now: float) -> datetime:
 class _Node:
     __slots__ = (
         "attempts",
+        "cause",
         "certname",
+        "dependants",
         "due",
         "give_up_at",
         "given_up",
@@ -148,6 +164,7 @@ class _Node:
         "state",
         "stopped",
         "txid",
+        "waits",
     )
 
     def __init__(self, job: _Job, certname: str, txid: str) -> None:
@@ -165,6 +182,9 @@ class _Node:
         self.output = 0  # characters of live output logged
         self.given_up = False  # ended errored by the core: a late result replaces that
         self.stopped = False  # killed by a forced stop: a late result keeps "errored"
+        self.waits = 0  # prerequisites not ended yet (run order)
+        self.dependants: list[_Node] = []  # held nodes that wait for this one
+        self.cause: str | None = None  # skipped for a prerequisite: "<node> <state>" at the root
 
 
 class _Job:
@@ -178,6 +198,7 @@ class _Job:
         "created",
         "force",
         "halted",
+        "held",
         "id",
         "kind",
         "owner",
@@ -205,6 +226,7 @@ class _Job:
         self.queue: deque[_Node] = deque()
         self.waiting: dict[str, _Node] = {}  # offline nodes that may still connect
         self.ready_now: deque[_Node] = deque()  # waiting nodes that connected
+        self.held: dict[str, _Node] = {}  # transaction id → a node waiting for prerequisites
         self.active = 0  # nodes sent or running
         self.counts: Counter[str] = Counter()  # ended nodes by state
         self.remaining = 0
@@ -292,25 +314,32 @@ class JobCore:
         pace: Pace = Pace(),
         owner: str = "",
         unknown: Iterable[str] = (),
+        after: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         """A job just stored with ``nodes`` ``(certname, transaction id)``, all ``new``, in
-        the order they are to run; ``unknown`` nodes never connected and fail at once."""
+        the order they are to run; ``unknown`` nodes never connected and fail at once.
+        ``after``: certname → the certnames it runs after (names not in the job are
+        ignored); a cycle in it is a :class:`ValueError`."""
+        _check_acyclic(after or {}, {certname for certname, _ in nodes})
         job = self._new_job(job_id, kind, pace, owner, now)
         job.remaining = len(nodes)
         never = set(unknown)
-        for certname, txid in nodes:
-            node = _Node(job, certname, txid)
-            self._nodes[txid] = node
-            if certname in never:
+        made = [_Node(job, certname, txid) for certname, txid in nodes]
+        for node in made:
+            self._nodes[node.txid] = node
+        self._order(job, made, after or {}, {})
+        for node in made:
+            if node.certname in never:
+                self._unhold(node)
                 self._take(job, node, now)
                 self._end(
                     node,
                     "failed",
                     now,
-                    message=f"unknown node {certname}: it has never connected; "
+                    message=f"unknown node {node.certname}: it has never connected; "
                     "check the name or enroll the node",
                 )
-            else:
+            elif node.phase == "queued":
                 job.queue.append(node)
         self._arm_job(job)
         self._pump(now)
@@ -331,9 +360,16 @@ class JobCore:
         pace: Pace = Pace(),
         owner: str = "",
         failures: Mapping[str, str] | None = None,
+        after: Mapping[str, Collection[str]] | None = None,
+        ended_nodes: Mapping[str, str] | None = None,
     ) -> None:
         """A job found unfinished after a restart, with its unfinished ``nodes`` and how
-        many ended in each state; ``failures`` (certname → why) end errored at once."""
+        many ended in each state; ``failures`` (certname → why) end errored at once.
+        ``after`` is the job's run order as given to :meth:`add_job`; ``ended_nodes``
+        (certname → final state) says how the nodes it names that already ended did: a
+        node waiting for one that did not finish ends skipped at once."""
+        unfinished = {n.certname for n in nodes}
+        _check_acyclic(after or {}, unfinished)
         job = self._new_job(job_id, kind, pace, owner, created)
         job.state = state
         job.started = started
@@ -341,11 +377,16 @@ class JobCore:
         job.remaining = len(nodes)
         if state == "stopping":
             job.stop_by = "a server restart"  # the stop was decided before it
-        for stored in nodes:
-            node = _Node(job, stored.certname, stored.transaction_id)
+        made = [_Node(job, n.certname, n.transaction_id) for n in nodes]
+        for node in made:
             self._nodes[node.txid] = node
+        # A node sent before the restart is under way: whatever it waited for, finished.
+        waiting = [node for node, n in zip(made, nodes, strict=True) if n.state != "running"]
+        doomed = self._order(job, waiting, after or {}, ended_nodes or {}, under_way=made)
+        for node, stored in zip(made, nodes, strict=True):
             why = (failures or {}).get(stored.certname)
             if why is not None:
+                self._unhold(node)
                 self._take(job, node, now)
                 self._end(node, "errored", now, message=why)
             elif stored.state == "running":
@@ -363,8 +404,12 @@ class JobCore:
                     self._lost(node, now)
                 # else: the broker's inventory, once known, says who is away (see link())
                 self._arm(node)
-            else:
+            elif node.phase == "queued":
                 job.queue.append(node)
+        for node, name, ended_as in doomed:
+            if node.phase == "held":
+                node.cause = f"{name} {ended_as}"
+                self._end(node, "skipped", now, message=_after_failed(name, ended_as, None))
         if job.batch_left > 0:
             job.batch_left = max(0, job.batch_left - job.batch_open)
         if job.stop_by is not None:
@@ -471,9 +516,15 @@ class JobCore:
         node = self._nodes.get(txid)
         if node is not None and node.certname != sender:
             return  # an agent answering for another's transaction: not believed
-        if node is not None and node.phase == "queued" and not isinstance(message, msg.TaskOutput):
+        if (
+            node is not None
+            and node.phase in ("queued", "held")
+            and not isinstance(message, msg.TaskOutput)
+        ):
             # Sent before a restart, queued again since: it is under way after all.
-            node.job.queue.remove(node)
+            if node.phase == "queued":
+                node.job.queue.remove(node)
+            self._unhold(node)
             self._take(node.job, node, now)
             self._under_way(node)
         if isinstance(message, msg.ProvisionalResponse):
@@ -620,17 +671,20 @@ class JobCore:
         *,
         result: dict[str, Any] | None = None,
         message: str | None = None,
+        cascade: bool = True,
     ) -> None:
-        """A node's final state (once: a node that ended is out of every table)."""
+        """A node's final state (once: a node that ended is out of every table). With
+        ``cascade``, the nodes that run after it are released or skipped."""
         job = node.job
         self._nodes.pop(node.txid, None)
+        self._unhold(node)
         if node.sent_id is not None:
             self._sent.pop(node.sent_id, None)
         self._unwatch(node)
         if node.phase in ("sent", "running"):
             job.active -= 1
             self._running -= 1
-        if node.phase != "queued":
+        if node.phase not in ("queued", "held"):
             job.batch_open -= 1
         node.phase = "ended"
         node.state = state
@@ -653,6 +707,8 @@ class JobCore:
         )
         job.counts[state] += 1
         job.remaining -= 1
+        if cascade and node.dependants:
+            self._release(node, now)
         if (
             state in ("failed", "errored")
             and job.pace.fail_fast
@@ -667,15 +723,81 @@ class JobCore:
             self._finish(job, now)
 
     def _skip_unstarted(self, job: _Job, now: float, why: str) -> None:
-        for node in [*job.queue, *job.waiting.values(), *job.ready_now]:
-            self._end(node, "skipped", now, message=why)
+        # Held nodes wait only for nodes of their own job: all of them end here, so
+        # there is nothing to cascade, and each says the one reason.
+        for node in [*job.queue, *job.waiting.values(), *job.ready_now, *job.held.values()]:
+            self._end(node, "skipped", now, message=why, cascade=False)
         job.queue.clear()
         job.waiting.clear()
         job.ready_now.clear()
+        job.held.clear()
+
+    # -- run order ------------------------------------------------------------------------
+
+    def _order(
+        self,
+        job: _Job,
+        nodes: Sequence[_Node],
+        after: Mapping[str, Collection[str]],
+        ended: Mapping[str, str],
+        *,
+        under_way: Sequence[_Node] = (),
+    ) -> list[tuple[_Node, str, str]]:
+        """Hold each of ``nodes`` that runs after another node of the job not ended yet
+        (of ``nodes`` or ``under_way``). Returns those waiting for a node that ``ended``
+        other than finished, with its name and state: they end skipped."""
+        by_name = {n.certname: n for n in (*nodes, *under_way)}
+        doomed: list[tuple[_Node, str, str]] = []
+        for node in nodes:
+            failed_before = None
+            for name in dict.fromkeys(after.get(node.certname, ())):
+                before = by_name.get(name)
+                if before is not None and before is not node:
+                    node.waits += 1
+                    before.dependants.append(node)
+                elif before is None and name in ended and ended[name] != "finished":
+                    failed_before = failed_before or (name, ended[name])
+            if failed_before is not None:
+                doomed.append((node, *failed_before))
+            if node.waits or failed_before is not None:
+                node.phase = "held"
+                job.held[node.txid] = node
+        return doomed
+
+    def _release(self, first: _Node, now: float) -> None:
+        """``first`` ended: the nodes that wait for it go on waiting for the others, join
+        the queue, or end skipped when it did not finish (and those that wait for them).
+        A work list, not recursion: a chain may be as long as the job."""
+        ended = [first]
+        while ended:
+            node = ended.pop()
+            dependants, node.dependants = node.dependants, []
+            for waiting in dependants:
+                if waiting.phase != "held":
+                    continue  # it ended, or was under way after a restart
+                if node.state == "finished":
+                    waiting.waits -= 1
+                    if waiting.waits == 0:
+                        self._unhold(waiting)
+                        waiting.job.queue.append(waiting)
+                    continue
+                waiting.cause = node.cause or f"{node.certname} {node.state}"
+                message = _after_failed(node.certname, node.state, node.cause)
+                self._end(waiting, "skipped", now, message=message, cascade=False)
+                ended.append(waiting)
+
+    @staticmethod
+    def _unhold(node: _Node) -> None:
+        """Out of its job's held nodes, into the queue's phase (for the caller to place)."""
+        if node.phase == "held":
+            del node.job.held[node.txid]
+            node.phase = "queued"
 
     def _kill_running(self, job: _Job, now: float, why: str) -> None:
         kind = job.kind
-        for node in [n for n in self._nodes.values() if n.job is job and n.phase != "queued"]:
+        for node in [
+            n for n in self._nodes.values() if n.job is job and n.phase not in ("queued", "held")
+        ]:
             running = node.phase in ("sent", "running") and node.certname in self._connected
             if running and kind.stop_action is not None:
                 kill = msg.BlockingRequest(
@@ -954,6 +1076,43 @@ class JobCore:
         self._changes.events.append(
             NewEvent(job_id, type, _stamp(now), certname=certname, message=message, details=details)
         )
+
+
+def _after_failed(name: str, state: str, cause: str | None) -> str:
+    """Why a node did not start: the node it runs after did not finish."""
+    if state == "skipped":
+        why = f"was skipped because {cause}" if cause else "was skipped"
+        return f"not started: it runs after {name}, which {why}"
+    return f"not started: it runs after {name}, which {state}"
+
+
+def _check_acyclic(after: Mapping[str, Collection[str]], names: Collection[str]) -> None:
+    """A :class:`ValueError` naming a cycle of ``after`` among ``names``, if it has one
+    (Kahn's algorithm: O(nodes + edges))."""
+    edges: dict[str, list[str]] = {}
+    waits: Counter[str] = Counter()
+    for name, before in after.items():
+        if isinstance(before, str):  # a str is a collection too: of letters
+            raise TypeError(f"the run order of {name} must be a collection of certnames")
+        if name not in names:
+            continue
+        for prerequisite in dict.fromkeys(before):
+            if prerequisite in names and prerequisite != name:
+                edges.setdefault(prerequisite, []).append(name)
+                waits[name] += 1
+    free = [n for n in names if not waits[n]]
+    placed = 0
+    while free:
+        name = free.pop()
+        placed += 1
+        for dependant in edges.get(name, ()):
+            waits[dependant] -= 1
+            if not waits[dependant]:
+                free.append(dependant)
+    if placed < len(names):
+        stuck = sorted(n for n in names if waits[n] > 0)
+        shown = ", ".join(stuck[:10]) + (" ..." if len(stuck) > 10 else "")
+        raise ValueError(f"the run order has a cycle among {shown}")
 
 
 def _iso(when: float) -> str:

@@ -31,10 +31,12 @@ from podium.jobs.kinds import (
 )
 from podium.jobs.link import ControllerLink
 from podium.jobs.payloads import INPUT_PURPOSE, SEALED_INPUT, redacted, storable
+from podium.jobs.states import TERMINAL_NODE_STATES
 from podium.pki.sealing import Sealer
 from podium.protocol import envelope as pcp
 from podium.protocol import messages as msg
 from podium.protocol.names import validate_certname
+from podium.puppet.apps import applications_of, run_order
 from podium.puppet.pack import Packer
 from podium.store import JobRecord, NodeUpdate, Store
 from podium.tasks.codedir import CodeDir
@@ -250,8 +252,9 @@ class JobService:
         *,
         owner: str,
         description: str,
+        after: Mapping[str, Sequence[str]] | None = None,
     ) -> int:
-        """Store a new job and hand it to the core."""
+        """Store a new job and hand it to the core; ``after``: the nodes each waits for."""
         known = await asyncio.to_thread(self.store.known_certnames, certnames)
         # Connected agents said what they run when they connected; ask the database only
         # about those that did before this server started.
@@ -288,6 +291,7 @@ class JobService:
                 if options.get("offline_ttl")
                 else [c for c in certnames if c not in known and c not in self.link.connected]
             ),
+            after=after,
         )
         self._drive()
         return job_id
@@ -333,8 +337,13 @@ class JobService:
             **paced,
         }
         kind = await self._puppet_run(options, certnames)
+        # The run order of the environment's applications (dependency-cycle: 400).
+        found = await asyncio.to_thread(applications_of, self.codedir, environment)
+        after = {c: list(a) for c, a in run_order(found, certnames).after.items() if a}
+        if after:
+            options["after"] = after
         return await self._create(
-            "deploy", kind, certnames, options, owner=owner, description=description
+            "deploy", kind, certnames, options, owner=owner, description=description, after=after
         )
 
     async def _puppet_run(self, options: Mapping[str, Any], certnames: Sequence[str]) -> PuppetRun:
@@ -693,6 +702,14 @@ class JobService:
 
     # -- recovery ---------------------------------------------------------------------
 
+    def _ended_nodes(self, job_id: int) -> dict[str, str]:
+        """certname → final state of the job's nodes that have ended (blocking)."""
+        ended: dict[str, str] = {}
+        for state in TERMINAL_NODE_STATES:
+            found, _ = self.store.job_nodes(job_id, state=state)
+            ended.update((n.certname, n.state) for n in found)
+        return ended
+
     async def _recover(self) -> None:
         jobs = await asyncio.to_thread(self.store.unfinished_jobs)
         for job in jobs:
@@ -702,6 +719,10 @@ class JobService:
             for certname, features in stored.items():
                 self._features.setdefault(certname, features)
             failures: dict[str, str] = {}
+            after: dict[str, list[str]] = job.options.get("after") or {}
+            ended_nodes: dict[str, str] = {}
+            if after:  # whether the nodes waited for finished decides who still runs
+                ended_nodes = await asyncio.to_thread(self._ended_nodes, job.id)
             kind: JobKind
             try:
                 if job.type == "deploy":
@@ -742,6 +763,8 @@ class JobService:
                 pace=pace_of(job.options, job.node_count),
                 owner=job.owner,
                 failures=failures,
+                after=after,
+                ended_nodes=ended_nodes,
             )
             log.info("resumed job %d with %d unfinished nodes", job.id, len(nodes))
         self._drive()

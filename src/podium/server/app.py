@@ -16,6 +16,7 @@ from podium import __version__
 from podium.errors import PodiumError, RateLimited
 from podium.server import ca_api, classifier_api, files_api, limits, orchestrator, pdb_api, rbac_api
 from podium.server.access import GuardedRoute, allow
+from podium.server.apps_api import router as apps_router
 from podium.server.runtime import Runtime
 
 
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         routes={"/pdb/cmd/v1": pdb_api.MAX_COMMAND_BYTES},
     )
     app.include_router(orchestrator.router)
+    app.include_router(apps_router)
     app.include_router(classifier_api.router)
     app.include_router(ca_api.router)
     app.include_router(files_api.router)
