@@ -235,7 +235,11 @@ async def test_waiting_for_completion_says_so(pdb: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("params", "body", "words"),
     [
-        ({"command": "store_report", "version": 8, "certname": "a"}, {}, "Command must be one of"),
+        (
+            {"command": "configure_expiration", "version": 1, "certname": "a"},
+            {},
+            "Command must be one of",
+        ),
         (
             {"command": "replace_facts", "version": 3, "certname": "a"},
             {},
@@ -297,7 +301,7 @@ async def test_a_body_that_is_not_json_is_a_400(pdb: httpx.AsyncClient) -> None:
         ("/pdb/query/v4/nodes", {"colour": "red"}, "Unsupported query parameter 'colour'"),
         ("/pdb/query/v4", {}, "Missing required query parameter 'query'"),
         ("/pdb/query/v4", {"query": "nodes { certname ~~ 1 }"}, "PQL parse error"),
-        ("/pdb/query/v4", {"query": '["from", "reports"]'}, "holds no reports"),
+        ("/pdb/query/v4", {"query": '["from", "packages"]'}, "holds no packages"),
         ("/pdb/query/v4/facts", {"query": '["<", "value", "5"]'}, "incompatible types"),
     ],
 )

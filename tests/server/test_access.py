@@ -148,6 +148,7 @@ def concrete(path: str, world: World) -> str:
         "fact": "os",
         "value": "x",
         "token": "not-a-token",
+        "environment": "production",
     }
     return _PARAM.sub(lambda m: values.get(m.group(1), "x"), path)
 
@@ -170,6 +171,8 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/orchestrator/v1/tasks/{module}/{task}"): {},
     ("POST", "/orchestrator/v1/command/task"): {"json": ECHO},
     ("POST", "/orchestrator/v1/command/deploy"): {"json": {"scope": {"nodes": ["web-01"]}}},
+    ("POST", "/orchestrator/v1/command/plan"): {"json": {"scope": {"nodes": ["web-01"]}}},
+    ("GET", "/orchestrator/v1/environments/{environment}/applications"): {},
     ("GET", "/classifier-api/v1/groups"): {},
     ("GET", "/classifier-api/v1/groups/{group_id}"): {},
     ("GET", "/classifier-api/v1/groups/{group_id}/rules"): {},
@@ -177,6 +180,9 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/classifier-api/v1/rules/translate"): {"json": ["=", "name", "a"]},
     ("POST", "/classifier-api/v1/groups/{group_id}/pin"): {"json": {"nodes": ["web-09"]}},
     ("GET", "/pdb/query/v4/{entity}"): {},
+    ("GET", "/pdb/query/v4/event-counts"): {"params": {"summarize_by": "certname"}},
+    ("GET", "/pdb/query/v4/aggregate-event-counts"): {"params": {"summarize_by": "resource"}},
+    ("GET", "/pdb/query/v4/resources/{resource_type}/{title:path}"): {},
     ("GET", "/pdb/meta/v1/version"): {},
     ("GET", "/rbac-api/v1/users"): {},
     ("GET", "/rbac-api/v1/users/current"): {},

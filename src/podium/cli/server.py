@@ -58,6 +58,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="extra name or IP for the server certificate (repeatable)",
     )
     p.add_argument(
+        "--puppetdb-client",
+        dest="puppetdb_clients",
+        action="append",
+        metavar="CERTNAME",
+        help="let the holder of this certificate from Podium's CA, a Puppet Server, use the "
+        "PuppetDB API (/pdb/cmd/v1, /pdb/query/v4) without a token, as its PuppetDB "
+        "terminus does (repeatable; default $PODIUM_PUPPETDB_CLIENTS, comma-separated)",
+    )
+    p.add_argument(
         "--autosign", action="append", metavar="GLOB", help="sign CSRs whose certname matches"
     )
     p.add_argument(
@@ -186,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
     configure(args.log_level)
     tuples = {
         k: tuple(getattr(args, k)) if getattr(args, k) else None
-        for k in ("brokers", "dns_alt_names", "autosign", "autosign_token_files")
+        for k in (
+            "brokers",
+            "dns_alt_names",
+            "autosign",
+            "autosign_token_files",
+            "puppetdb_clients",
+        )
     }
     if tuples["dns_alt_names"]:
         tuples["dns_alt_names"] = ("localhost", "127.0.0.1", *tuples["dns_alt_names"])

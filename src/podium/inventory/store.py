@@ -1,4 +1,5 @@
-"""The inventory's storage: each node's facts document, and its leaves by path.
+"""The inventory's storage: each node's facts document, and its leaves by path; Puppet
+runs' reports and nodes' catalogs (written by :mod:`podium.inventory.report_store`).
 
 A node's document stays whole in ``nodes.facts`` (what queries return); every leaf of
 it is also a row of ``fact_leaves`` keyed by ``(path_id, factset_id)``, so that a query
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from sqlalchemy import (
@@ -44,6 +45,9 @@ from podium.store import Store
 from podium.store.engine import WRITE, translated_errors
 from podium.store.tables import UTCDateTime, fact_leaves, fact_paths, factsets, nodes
 
+if TYPE_CHECKING:
+    from podium.inventory.reports import Catalog, Report
+
 log = logging.getLogger(__name__)
 
 INCORPORATED: Final = "incorporated"
@@ -57,6 +61,12 @@ _ANALYZE_AFTER: Final = 100_000  # leaves inserted before PostgreSQL's statistic
 _ANALYZE: Final = (  # not the documents: sampling them would read their TOAST
     "ANALYZE fact_leaves, fact_paths, factsets, "
     "nodes (certname, facts_environment, facts_timestamp, deactivated, expired)"
+)
+# Reports and catalogs: their rows (events, resources) before the statistics are redone.
+_ANALYZE_RUNS_AFTER: Final = 10_000
+_ANALYZE_RUNS: Final = (
+    "ANALYZE reports, resource_events, catalogs, catalog_resources, catalog_edges, "
+    "nodes (certname, latest_report_hash, deactivated, expired)"
 )
 # Leaves come fact set by fact set, in increasing ids: a stable sort by path alone puts
 # them in primary key order (and compares integers, not tuples).
@@ -129,6 +139,9 @@ class InventoryStore:
         self._grown = 0  # leaves inserted since the planner's statistics were made
         self._analyzed = 0  # leaves then
         self._analyzing = threading.Event()
+        self._runs_grown = 0  # report and catalog rows written since the last statistics
+        self._runs_analyzed = 0
+        self._analyzing_runs = threading.Event()
 
     @classmethod
     def of(cls, store: Store | InventoryStore) -> InventoryStore:
@@ -186,6 +199,40 @@ class InventoryStore:
         with self._write() as txn:
             self._apply(txn, prepared, keep_environment=True)
             self._bulk(txn.connection, "features", ("certname", "features"), rows)
+
+    def store_reports(self, reports: Sequence[Report]) -> list[str]:
+        """Store Puppet run reports in one transaction; a status per report, in order:
+        "incorporated", or "stale" for one stored already (the same hash). Every report
+        is kept; a node's newest agent report becomes its latest (``nodes``' report
+        fields). See :mod:`podium.inventory.report_store`."""
+        from podium.inventory.report_store import write_reports
+
+        if not reports:
+            return []
+        with self._write() as txn:
+            stored = write_reports(txn.connection, self.dialect, reports, now())
+        self._runs_written(
+            sum(1 + len(r.events) for r, done in zip(reports, stored, strict=True) if done)
+        )
+        return [INCORPORATED if done else STALE for done in stored]
+
+    def replace_catalogs(self, catalogs: Sequence[Catalog]) -> list[str]:
+        """Replace nodes' catalogs in one transaction; a status per catalog, in order:
+        "incorporated", or "stale" when a newer catalog (by ``producer_timestamp``) is
+        stored for its node or comes later in the batch."""
+        from podium.inventory.report_store import write_catalogs
+
+        if not catalogs:
+            return []
+        with self._write() as txn:
+            stored = write_catalogs(txn.connection, self.dialect, catalogs, now())
+        rows = (
+            1 + len(c.resources) + len(c.edges)
+            for c, done in zip(catalogs, stored, strict=True)
+            if done
+        )
+        self._runs_written(sum(rows))
+        return [INCORPORATED if done else STALE for done in stored]
 
     def deactivate_node(self, certname: str, producer_timestamp: datetime | None = None) -> str:
         """Take a node out of query results, keeping its facts (PuppetDB's "deactivate
@@ -470,15 +517,30 @@ class InventoryStore:
         self._analyzing.set()
         self._analyzed += self._grown
         self._grown = 0
+        self._in_background(_ANALYZE, self._analyzing)
 
+    def _runs_written(self, rows: int) -> None:
+        """Likewise for reports and catalogs, whose rows double much sooner: without
+        statistics, a query of a fleet's events joins them row by row (minutes)."""
+        with self._write_lock:  # the writers' counters
+            self._runs_grown += rows
+            if self.dialect != "postgresql" or self._analyzing_runs.is_set():
+                return
+            if self._runs_grown > max(_ANALYZE_RUNS_AFTER, self._runs_analyzed):
+                self._analyzing_runs.set()
+                self._runs_analyzed += self._runs_grown
+                self._runs_grown = 0
+                self._in_background(_ANALYZE_RUNS, self._analyzing_runs)
+
+    def _in_background(self, statement: str, running: threading.Event) -> None:
         def run() -> None:
             try:
                 with translated_errors(self.store.url), self._engine.begin() as connection:
-                    connection.exec_driver_sql(_ANALYZE)
+                    connection.exec_driver_sql(statement)
             except Exception:  # statistics are a help, not a need
                 log.warning("could not ANALYZE the inventory's tables", exc_info=True)
             finally:
-                self._analyzing.clear()
+                running.clear()
 
         threading.Thread(target=run, name="podium-inventory-analyze", daemon=True).start()
 

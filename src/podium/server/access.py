@@ -11,6 +11,10 @@ schema as ``x-podium-access``), on a router whose ``route_class`` is
 - ``"<object_type>:<action>"``: a token whose roles grant that permission on some
   instance; the route narrows it to the task, plan or nodes asked for.
 
+A route may also let in, without a token, the holders of the certificates named by
+``--puppetdb-client`` (``allow(RULE, puppetdb_clients=True)``): a site's Puppet Servers,
+whose PuppetDB terminus shows its certificate from Podium's CA and sends no token.
+
 Tokens come in ``X-Authentication`` or ``Authorization: Bearer``. The check runs
 before FastAPI reads and parses the body, so an unauthenticated request costs its
 headers and nothing more. Then text that no answer or database could hold (a lone
@@ -34,9 +38,10 @@ from podium.errors import NotPermitted, Unauthenticated, ValidationError
 from podium.rbac.permissions import TYPES
 from podium.rbac.service import Principal, node_principal
 from podium.rbac.store import Activity
-from podium.server.peer import require_node_certificate
+from podium.server.peer import CERT_NAME, require_node_certificate
 
 RULE_KEY: Final = "x-podium-access"
+CLIENTS_KEY: Final = "x-podium-puppetdb-clients"
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _MAX_TOKEN: Final = 512
 _KNOWN: Final = {f"{t.object_type}:{a.name}" for t in TYPES for a in t.actions}
@@ -65,10 +70,14 @@ def parse_rule(text: str) -> Rule:
     raise ValueError(f"unknown access rule {text!r}: open, node, authenticated or a permission")
 
 
-def allow(rule: str) -> dict[str, Any]:
-    """The ``openapi_extra`` that declares a route's rule."""
+def allow(rule: str, *, puppetdb_clients: bool = False) -> dict[str, Any]:
+    """The ``openapi_extra`` that declares a route's rule; with ``puppetdb_clients``, the
+    certificates of ``--puppetdb-client`` are let in without a token too."""
     parse_rule(rule)
-    return {RULE_KEY: rule}
+    extra: dict[str, Any] = {RULE_KEY: rule}
+    if puppetdb_clients:
+        extra[CLIENTS_KEY] = True
+    return extra
 
 
 class GuardedRoute(APIRoute):
@@ -81,26 +90,31 @@ class GuardedRoute(APIRoute):
                 f"the route {path} declares no access rule: give it openapi_extra=allow(...)"
             )
         self.rule = parse_rule(extra[RULE_KEY])
+        self.puppetdb_clients = bool(extra.get(CLIENTS_KEY))
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        rule = self.rule
+        rule, clients = self.rule, self.puppetdb_clients
         json_body = self.body_field is not None  # FastAPI parses it; others use orjson
 
         async def guarded(request: Request) -> Response:
-            request.state.principal = await _gate(request, rule)
+            request.state.principal = await _gate(request, rule, puppetdb_clients=clients)
             await _check_text(request, json_body=json_body)
             return await handler(request)
 
         return guarded
 
 
-async def _gate(request: Request, rule: Rule) -> Principal | None:
+async def _gate(
+    request: Request, rule: Rule, *, puppetdb_clients: bool = False
+) -> Principal | None:
     if rule.kind == "open":
         return None
     if rule.kind == "node":
         return node_principal(require_node_certificate(request))
+    if puppetdb_clients and not _sends_token(request):
+        return node_principal(_puppetdb_client(request))
     token = _token(request)
     access = request.app.state.runtime.access
     principal: Principal = access.cached(token) or await asyncio.to_thread(access.principal, token)
@@ -150,6 +164,26 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
+
+
+def _sends_token(request: Request) -> bool:
+    return "x-authentication" in request.headers or "authorization" in request.headers
+
+
+def _puppetdb_client(request: Request) -> str:
+    """The certname of a caller without a token whose certificate is one of
+    ``--puppetdb-client`` (and not revoked); else why it is not let in."""
+    name = (request.scope.get("state") or {}).get(CERT_NAME)
+    if name is None:
+        raise Unauthenticated(f"this API needs a token: {_HOW}")
+    if name not in request.app.state.runtime.settings.puppetdb_clients:
+        raise Unauthenticated(
+            f"the certificate of {name} is not one of the server's --puppetdb-client, and "
+            f"no token was sent: start the server with --puppetdb-client {name} if it is a "
+            f"Puppet Server's, or send a token ({_HOW})",
+            details={"certname": name},
+        )
+    return require_node_certificate(request)
 
 
 def _token(request: Request) -> str:

@@ -1,12 +1,14 @@
 """PuppetDB 7's HTTP API over the inventory: commands, queries, version and status.
 
-``POST /pdb/cmd/v1`` takes "replace facts" (v4, v5) and "deactivate node" (v3), with
-the command in the query string and the payload as the body, or all of it in the body
-(PuppetDB's older form). A 200 means the command is queued, as in PuppetDB:
-one writer thread stores whatever has queued up as one transaction
-(:class:`CommandWriter`). ``secondsToWaitForCompletion`` waits until it is stored; so
-does every submitter while too many commands wait. Facts that cannot be stored are a
-400 before they are queued; the queue is written out when the server stops.
+``POST /pdb/cmd/v1`` takes "replace facts" (v4, v5), "store report" (v5 to v8),
+"replace catalog" (v8, v9) and "deactivate node" (v3), with the command in the query
+string and the payload as the body (gzipped or not, as Puppet's PuppetDB terminus sends
+it), or all of it in the body (PuppetDB's older form). A 200 means the command is
+queued, as in PuppetDB: one writer thread stores whatever has queued up, each run of
+commands of one kind as one transaction (:class:`CommandWriter`).
+``secondsToWaitForCompletion`` waits until it is stored; so does every submitter while
+too many commands wait. Payloads that cannot be stored are a 400 before they are
+queued; the queue is written out when the server stops.
 
 ``/pdb/query/v4`` takes PQL or AST with PuppetDB's paging parameters; its entity
 endpoints take AST. Errors are Podium's ``{kind, msg, details}`` with PuppetDB's
@@ -21,7 +23,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,9 +37,10 @@ from fastapi.responses import Response
 
 from podium.errors import NotFound, PodiumError, ValidationError
 from podium.inventory.facts import digest as facts_digest
-from podium.inventory.query import QUERY_ERROR, run_query
+from podium.inventory.query import QUERY_ERROR, aggregate_event_counts, event_counts, run_query
 from podium.inventory.query.checks import parse_timestamp
 from podium.inventory.query.decode import iso
+from podium.inventory.reports import Catalog, Report, parse_catalog, parse_report
 from podium.inventory.store import FactsCommand, InventoryStore
 from podium.protocol.names import validate_certname
 from podium.server.access import GuardedRoute, allow
@@ -44,9 +48,16 @@ from podium.server.views import ERRORS
 
 PUPPETDB_VERSION: Final = "7.12.1"  # what clients see; they compare the major version
 MAX_COMMAND_BYTES: Final = 32 * 1024 * 1024
+_CAP: Final = MAX_COMMAND_BYTES + 1  # what is unpacked at most: one byte more says too much
 _KIND: Final = "puppetlabs.puppetdb/invalid-command"
 _QUERY_KIND: Final = QUERY_ERROR
-_COMMANDS: Final = {"replace facts": (4, 5), "deactivate node": (3,)}
+_COMMANDS: Final = {
+    "replace facts": (4, 5),
+    "store report": (5, 6, 7, 8),
+    "replace catalog": (8, 9),
+    "deactivate node": (3,),
+    "replace catalog inputs": (1,),  # taken and not kept (Podium keeps no catalog inputs)
+}
 _QUERY_PARAMETERS: Final = frozenset(
     {"query", "limit", "offset", "order_by", "include_total", "pretty", "origin"}
     | {"optimize_drop_unused_joins", "ast_only"}
@@ -77,19 +88,19 @@ _PAGING: Final = {
 }
 _TEXT: Final = {"type": "string"}
 _AS_JSON: Final = ("query", "order_by")  # in a query string, JSON (or PQL) text
-_QUERY_GET: Final = allow("nodes:view_data") | {
+_QUERY_GET: Final = allow("nodes:view_data", puppetdb_clients=True) | {
     "parameters": [
         {"name": name, "in": "query", "schema": _TEXT if name in _AS_JSON else schema}
         for name, schema in _PAGING.items()
     ]
 }
-_QUERY_POST: Final = allow("nodes:view_data") | {
+_QUERY_POST: Final = allow("nodes:view_data", puppetdb_clients=True) | {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"type": "object", "properties": _PAGING}}},
     }
 }
-_COMMAND: Final = allow("nodes:edit_data") | {
+_COMMAND: Final = allow("nodes:edit_data", puppetdb_clients=True) | {
     "parameters": [
         {"name": "command", "in": "query", "schema": {"type": "string"}},
         {"name": "version", "in": "query", "schema": {"type": "integer"}},
@@ -103,25 +114,57 @@ _COMMAND: Final = allow("nodes:edit_data") | {
 }
 
 
-def _query(path: str) -> Callable[[_Endpoint], _Endpoint]:
+def _query(
+    path: str, *, extra: dict[str, dict[str, Any]] | None = None
+) -> Callable[[_Endpoint], _Endpoint]:
     """A query endpoint, GET with a query string or POST with a JSON map: a route per
-    method, so that each has an operation id of its own in the OpenAPI schema."""
+    method, so that each has an operation id of its own in the OpenAPI schema.
+    ``extra`` are parameters of its own, beyond the paging ones."""
+    get, post = _QUERY_GET, _QUERY_POST
+    if extra:
+        strings = [  # in a query string, what may be JSON is text
+            {"name": name, "in": "query", "schema": _TEXT if schema["type"] != "string" else schema}
+            for name, schema in extra.items()
+        ]
+        body = {"type": "object", "properties": _PAGING | extra}
+        get = get | {"parameters": [*get["parameters"], *strings]}
+        post = post | {"requestBody": {"required": True, "content": {_JSON_TYPE: {"schema": body}}}}
 
     def register(endpoint: _Endpoint) -> _Endpoint:
-        router.get(path, openapi_extra=_QUERY_GET)(endpoint)
-        router.post(path, openapi_extra=_QUERY_POST)(endpoint)
+        router.get(path, openapi_extra=get)(endpoint)
+        router.post(path, openapi_extra=post)(endpoint)
         return endpoint
 
     return register
 
 
+_JSON_TYPE: Final = "application/json"
+# event-counts' own parameters (aggregate-event-counts takes them too, but no paging).
+_COUNTING: Final[dict[str, dict[str, Any]]] = {
+    "summarize_by": {"type": "string", "description": "certname, resource, containing_class"},
+    "count_by": {"type": "string", "description": "resource or certname"},
+    "counts_filter": {"type": ["string", "array"], "description": "AST on the counts, as JSON"},
+}
+
+
 @dataclass(frozen=True)
 class Command:
-    """A command as submitted: facts to replace, or a node to deactivate."""
+    """A command as submitted: facts to replace, a report to store, a catalog to
+    replace, or a node to deactivate (``deactivate_at``)."""
 
     certname: str
     facts: FactsCommand | None = None
+    report: Report | None = None
+    catalog: Catalog | None = None
     deactivate_at: datetime | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.facts is not None:
+            return "facts"
+        if self.report is not None:
+            return "report"
+        return "catalog" if self.catalog is not None else "deactivate"
 
 
 class CommandWriter:
@@ -130,7 +173,8 @@ class CommandWriter:
     The thread starts with the first command and stores what has queued up as one
     transaction, having waited up to ``linger`` seconds for more (group commit: a fleet
     reconnecting is hundreds of commands a transaction, not one); it ends after ``idle``
-    seconds without commands. A batch that a bad document makes fail is written again
+    seconds without commands. Each run of commands of one kind (facts, reports,
+    catalogs) is one transaction; a run that a bad document makes fail is written again
     one command at a time, so that only that command fails.
     """
 
@@ -212,29 +256,38 @@ class CommandWriter:
 
     def _write(self, batch: list[tuple[Command, Future[str]]]) -> None:
         run: list[tuple[Command, Future[str]]] = []
-        for item in [*batch, None]:  # runs of facts, each one transaction, in order
-            if item is not None and item[0].facts is not None:
+        for item in [*batch, None]:  # runs of one kind, each one transaction, in order
+            if item is not None and run and item[0].kind == run[0][0].kind:
                 run.append(item)
                 continue
             if run:
-                self._store_facts(run)
-                run = []
-            if item is not None:
-                command, future = item
+                self._store(run)
+            run = [] if item is None else [item]
+
+    def _store(self, run: list[tuple[Command, Future[str]]]) -> None:
+        kind = run[0][0].kind
+        if kind == "deactivate":
+            for command, future in run:
                 self._settle(
                     future, self.inventory.deactivate_node, command.certname, command.deactivate_at
                 )
-
-    def _store_facts(self, run: list[tuple[Command, Future[str]]]) -> None:
-        commands = [c.facts for c, _ in run if c.facts is not None]
+            return
+        store: Callable[[Any], list[str]]
+        items: list[Any]
+        if kind == "facts":
+            store, items = self.inventory.replace_facts_many, [c.facts for c, _ in run]
+        elif kind == "report":
+            store, items = self.inventory.store_reports, [c.report for c, _ in run]
+        else:
+            store, items = self.inventory.replace_catalogs, [c.catalog for c, _ in run]
         try:
-            statuses = self.inventory.replace_facts_many(commands)
+            statuses = store(items)
         except ValidationError:
             if len(run) == 1:
-                self._settle(run[0][1], self.inventory.replace_facts_many, commands)
+                self._settle(run[0][1], store, items)
                 return
             for one in run:
-                self._store_facts([one])
+                self._store([one])
             return
         except BaseException as error:
             for _, future in run:
@@ -294,6 +347,8 @@ async def command(request: Request) -> Response:
         certname = body.get("certname")
     parsed = _parse_command(str(name).replace("_", " "), version, certname, payload)
     wait = _seconds(params.get("secondsToWaitForCompletion"))  # checked before it is queued
+    if parsed is None:  # a Puppet Server's terminus sends it after some catalogs
+        return _json({"uuid": str(uuid.uuid4()), "status": "ignored"})
     writer = _writer(request)
     future = writer.submit(parsed)
     answer: dict[str, Any] = {"uuid": str(uuid.uuid4())}
@@ -326,28 +381,42 @@ def _seconds(text: str | None) -> float | None:
 
 
 async def _body(request: Request) -> Any:
+    """The request's JSON body, gunzipped first when it says it is gzip (the PuppetDB
+    terminus compresses its commands); never more than the cap, packed or not."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ValidationError(f"Content-Encoding {encoding!r} is not taken: send gzip or nothing")
+    unpack = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
     data = bytearray()
-    async for chunk in request.stream():  # never more than the cap in memory
-        data += chunk
-        if len(data) > MAX_COMMAND_BYTES:
-            raise ValidationError(
-                f"Command size exceeds max-command-size ({MAX_COMMAND_BYTES} bytes)"
-            )
+    try:
+        async for chunk in request.stream():  # never more than the cap in memory
+            data += chunk if unpack is None else unpack.decompress(chunk, _CAP - len(data))
+            if len(data) > MAX_COMMAND_BYTES or (unpack is not None and unpack.unconsumed_tail):
+                raise ValidationError(
+                    f"Command size exceeds max-command-size ({MAX_COMMAND_BYTES} bytes)"
+                )
+        if unpack is not None:
+            data += unpack.flush()
+            if not unpack.eof:
+                raise ValidationError("the gzipped request body is cut short")
+            if len(data) > MAX_COMMAND_BYTES:
+                raise ValidationError(
+                    f"Command size exceeds max-command-size ({MAX_COMMAND_BYTES} bytes)"
+                )
+    except zlib.error as error:
+        raise ValidationError(f"the request body is not valid gzip: {error}", kind=_KIND) from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise ValidationError(f"the request body is not JSON: {error}", kind=_KIND) from error
 
 
-def _parse_command(name: str, version: Any, certname: Any, payload: Any) -> Command:
+def _parse_command(name: str, version: Any, certname: Any, payload: Any) -> Command | None:
+    """The command to queue; None for one that is taken and not kept."""
     versions = _COMMANDS.get(name)
     if versions is None:
         known = ", ".join(f"{c!r}" for c in _COMMANDS)
-        raise _invalid(
-            name,
-            certname,
-            f"Command must be one of: {known} (Podium keeps no catalogs or reports).",
-        )
+        raise _invalid(name, certname, f"Command must be one of: {known}.")
     try:
         number = int(version)
     except (TypeError, ValueError):
@@ -362,6 +431,15 @@ def _parse_command(name: str, version: Any, certname: Any, payload: Any) -> Comm
     if certname is not None and inner != certname:
         raise _invalid(name, certname, f"The payload's certname {inner!r} is not the query's.")
     node = str(validate_certname(inner))
+    if name == "replace catalog inputs":
+        return None
+    if name == "store report" or name == "replace catalog":
+        try:
+            if name == "store report":
+                return Command(node, report=parse_report(payload, version=number))
+            return Command(node, catalog=parse_catalog(payload, version=number))
+        except ValidationError as error:  # the field it names, in the command's words
+            raise _invalid(name, node, error.msg, error.details) from None
     at = payload.get("producer_timestamp")
     when = parse_timestamp(at, "producer_timestamp") if at is not None else datetime.now(UTC)
     if name == "deactivate node":
@@ -385,11 +463,13 @@ def _parse_command(name: str, version: Any, certname: Any, payload: Any) -> Comm
     return Command(node, facts=facts)
 
 
-def _invalid(name: str | None, certname: Any, why: str) -> ValidationError:
+def _invalid(
+    name: str | None, certname: Any, why: str, details: dict[str, Any] | None = None
+) -> ValidationError:
     return ValidationError(
         f"Command {name} for certname {certname} is invalid. {why}",
         kind=_KIND,
-        details={"command": name, "certname": certname},
+        details={"command": name, "certname": certname, **(details or {})},
     )
 
 
@@ -409,6 +489,129 @@ async def root(request: Request) -> Response:
     return await _answer(request, None, query, params)
 
 
+@_query("/pdb/query/v4/event-counts", extra=_COUNTING)
+async def event_counts_of(request: Request) -> Response:
+    """Events counted by status for each node, resource or class (``summarize_by``)."""
+    params = await _query_params(request, allowed=_QUERY_PARAMETERS | frozenset(_COUNTING))
+    inventory = _inventory(request)
+    options = _counting(params)
+    order_by = params.get("order_by")
+    paging: dict[str, Any] = {
+        "limit": params.get("limit"),
+        "offset": params.get("offset"),
+        "order_by": _json_param("order_by", order_by) if isinstance(order_by, str) else order_by,
+        "include_total": _flag(params, "include_total"),
+    }
+    rows, count = await asyncio.to_thread(
+        event_counts, inventory, _ast(params.get("query")), **options, **paging
+    )
+    return _json(rows, None if count is None else str(count), pretty=_flag(params, "pretty"))
+
+
+@_query("/pdb/query/v4/aggregate-event-counts", extra=_COUNTING)
+async def aggregate_event_counts_of(request: Request) -> Response:
+    """event-counts summed up: how many subjects had failures, successes, ..."""
+    allowed = frozenset({"query", "pretty", "origin", *_COUNTING})
+    params = await _query_params(request, allowed=allowed)
+    inventory = _inventory(request)
+    rows = await asyncio.to_thread(
+        aggregate_event_counts, inventory, _ast(params.get("query")), **_counting(params)
+    )
+    return _json(rows, pretty=_flag(params, "pretty"))
+
+
+def _counting(params: dict[str, Any]) -> dict[str, Any]:
+    summarize_by = params.get("summarize_by")
+    if summarize_by is None:
+        raise ValidationError(
+            "Missing required query parameter 'summarize_by' (certname, resource or "
+            "containing_class)",
+            kind=_QUERY_KIND,
+        )
+    counts_filter = params.get("counts_filter")
+    if isinstance(counts_filter, str):
+        counts_filter = _json_param("counts_filter", counts_filter)
+    return {
+        "summarize_by": summarize_by,
+        "count_by": params.get("count_by"),
+        "counts_filter": counts_filter,
+    }
+
+
+def _ast(query: Any) -> Any:
+    return _json_query(query, ast_only=True) if isinstance(query, str) else query
+
+
+@_query("/pdb/query/v4/reports/{report_hash}/events")
+async def report_events(report_hash: str, request: Request) -> Response:
+    """A report's events (``/events`` with ``["=", "report", hash]``)."""
+    params = await _query_params(request)
+    await _report_exists(request, report_hash)
+    where = _and(["=", "report", report_hash], params.pop("query", None))
+    return await _answer(request, "events", where, params)
+
+
+@_query("/pdb/query/v4/reports/{report_hash}/metrics")
+async def report_metrics(report_hash: str, request: Request) -> Response:
+    """A report's metrics, as they came."""
+    return await _report_document(request, report_hash, "metrics")
+
+
+@_query("/pdb/query/v4/reports/{report_hash}/logs")
+async def report_logs(report_hash: str, request: Request) -> Response:
+    """A report's log lines, as they came."""
+    return await _report_document(request, report_hash, "logs")
+
+
+async def _report_document(request: Request, report_hash: str, field: str) -> Response:
+    params = await _query_params(request, allowed=frozenset({"pretty", "origin"}))
+    rows = await _report_exists(request, report_hash, field)
+    return _json(rows[0][field]["data"], pretty=_flag(params, "pretty"))
+
+
+async def _report_exists(
+    request: Request, report_hash: str, field: str = "hash"
+) -> list[dict[str, Any]]:
+    """The report's ``field``; 404 when there is no such report (PuppetDB's parent check)."""
+    where = ["and", ["=", "hash", report_hash], ["=", "type", "any"], ["=", "node_state", "any"]]
+    rows, _ = await _rows(request, "reports", ["extract", [field], where], {})
+    if not rows:
+        raise NotFound(
+            f"No information is known about report {report_hash}",
+            details={"report": report_hash},
+        )
+    return rows
+
+
+@_query("/pdb/query/v4/catalogs/{node}/edges")
+async def catalog_edges(node: str, request: Request) -> Response:
+    """A node's catalog's edges, whatever the node's state."""
+    return await _catalog_part(request, node, "edges")
+
+
+@_query("/pdb/query/v4/catalogs/{node}/resources")
+async def catalog_resources(node: str, request: Request) -> Response:
+    """A node's catalog's resources, whatever the node's state."""
+    return await _catalog_part(request, node, "resources")
+
+
+async def _catalog_part(request: Request, node: str, entity: str) -> Response:
+    params = await _query_params(request)
+    known = ["and", ["=", "certname", node], ["=", "node_state", "any"]]
+    rows, _ = await _rows(request, "catalogs", ["extract", ["certname"], known], {})
+    if not rows:
+        raise NotFound(f"No information is known about catalog {node}", details={"catalog": node})
+    return await _answer(request, entity, _and(known, params.pop("query", None)), params)
+
+
+@_query("/pdb/query/v4/resources/{resource_type}/{title:path}")
+async def resources_titled(resource_type: str, title: str, request: Request) -> Response:
+    """Every active node's resource of that type and title."""
+    params = await _query_params(request)
+    where = ["and", ["=", "type", resource_type], ["=", "title", title]]
+    return await _answer(request, "resources", _and(where, params.pop("query", None)), params)
+
+
 @_query("/pdb/query/v4/{entity}")
 async def entity(entity: str, request: Request) -> Response:
     params = await _query_params(request)
@@ -425,7 +628,9 @@ async def entity_item(entity: str, name: str, request: Request) -> Response:
     extra = params.pop("query", None)
     if entity == "facts":
         return await _answer(request, "facts", _and(["=", "name", name], extra), params)
-    if entity in ("nodes", "factsets", "inventory", "environments"):
+    if entity == "resources":  # resources of a type
+        return await _answer(request, "resources", _and(["=", "type", name], extra), params)
+    if entity in ("nodes", "factsets", "inventory", "environments", "catalogs"):
         field = "name" if entity == "environments" else "certname"
         where = _and(["=", field, name], extra)
         if entity != "environments":
@@ -470,9 +675,8 @@ async def _single(
 ) -> Response:
     rows, _ = await _rows(request, entity, where, params)
     if not rows:
-        what = {"nodes": "node", "factsets": "factset", "environments": "environment"}.get(
-            entity, entity
-        )
+        words = {"nodes": "node", "factsets": "factset", "environments": "environment"}
+        what = (words | {"catalogs": "catalog"}).get(entity, entity)
         raise NotFound(f"No information is known about {what} {name}", details={entity: name})
     return _json(rows[0])
 
@@ -505,7 +709,9 @@ async def _rows(
     return await asyncio.to_thread(work)
 
 
-async def _query_params(request: Request, path: tuple[str, ...] = ()) -> dict[str, Any]:
+async def _query_params(
+    request: Request, path: tuple[str, ...] = (), *, allowed: Collection[str] = _QUERY_PARAMETERS
+) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query_params)
     for key in path:  # FastAPI's optional path parameters, never query parameters here
         if key in params:
@@ -518,7 +724,7 @@ async def _query_params(request: Request, path: tuple[str, ...] = ()) -> dict[st
             )
         params.update(body)
     for key in params:
-        if key not in _QUERY_PARAMETERS:
+        if key not in allowed:
             raise ValidationError(f"Unsupported query parameter '{key}'", kind=_QUERY_KIND)
     return params
 

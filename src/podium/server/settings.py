@@ -35,6 +35,9 @@ class ServerSettings:
     # Enrollment tokens: PODIUM_AUTOSIGN_TOKENS, and files of one token a line (0600).
     autosign_tokens: tuple[str, ...] = field(default=(), repr=False)
     autosign_token_files: tuple[Path, ...] = ()
+    # Access: certificates (from this CA) that may use the PuppetDB API without a token,
+    # a site's Puppet Servers, whose PuppetDB terminus sends none.
+    puppetdb_clients: tuple[str, ...] = ()
     # Timeouts
     # A node whose agent drops during a run is given up on (errored) after this.
     reconnect_grace: float = 300.0
@@ -129,7 +132,8 @@ class ServerSettings:
         raw = env("BASEMODULEPATH")
         if raw:
             values["basemodulepath"] = tuple(Path(p) for p in raw.split(":") if p)
-        for name in ("brokers", "autosign", "autosign_tokens", "dns_alt_names"):
+        lists = ("brokers", "autosign", "autosign_tokens", "dns_alt_names", "puppetdb_clients")
+        for name in lists:
             raw = env(name.upper())
             if raw:
                 values[name] = tuple(v.strip() for v in raw.split(",") if v.strip())

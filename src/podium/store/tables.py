@@ -347,3 +347,133 @@ activity_events = Table(
     Index(None, "service", "id"),
     sqlite_autoincrement=True,
 )
+
+# Puppet runs (podium.inventory.reports): a report a row, its resource events in rows of
+# their own, its metrics and logs as documents. Reports are history, kept whatever their
+# order; a node's latest is the one ``nodes.latest_report_hash`` names.
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("hash", String(40), nullable=False),  # SHA-1 of the report's canonical JSON
+    Column(
+        "certname",
+        String(255),
+        ForeignKey("nodes.certname", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("environment", String(255), nullable=False),
+    Column("status", String(255), nullable=True),
+    Column("noop", Boolean, nullable=True),
+    Column("noop_pending", Boolean, nullable=True),
+    Column("corrective_change", Boolean, nullable=True),
+    Column("puppet_version", String(255), nullable=False),
+    Column("report_format", Integer, nullable=False),
+    Column("configuration_version", Text, nullable=False),
+    Column("start_time", UTCDateTime(), nullable=False),
+    Column("end_time", UTCDateTime(), nullable=False),
+    Column("producer_timestamp", UTCDateTime(), nullable=False),
+    Column("receive_time", UTCDateTime(), nullable=False),
+    Column("producer", String(255), nullable=True),
+    Column("transaction_uuid", String(255), nullable=True),
+    Column("catalog_uuid", String(255), nullable=True),
+    Column("code_id", Text, nullable=True),
+    Column("job_id", String(255), nullable=True),
+    Column("cached_catalog_status", String(255), nullable=True),
+    Column("type", String(16), nullable=False),  # agent | plan
+    Column("metrics", JSONDocument, nullable=False),  # [{category, name, value}]
+    Column("logs", JSONDocument, nullable=False),  # [{file, line, level, message, ...}]
+    UniqueConstraint("hash"),
+    Index(None, "certname", "producer_timestamp"),
+    Index(None, "producer_timestamp"),
+    Index(None, "job_id"),
+    sqlite_autoincrement=True,
+)
+
+# A report's resource events in the report's order (PuppetDB's events entity). No index
+# on titles: an exec's title can be longer than a PostgreSQL index entry may be.
+resource_events = Table(
+    "resource_events",
+    metadata,
+    Column("report_id", BigID, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("certname", String(255), nullable=False),
+    Column("status", String(255), nullable=True),  # success failure noop skipped
+    Column("timestamp", UTCDateTime(), nullable=False),
+    Column("resource_type", Text, nullable=False),
+    Column("resource_title", Text, nullable=False),
+    Column("property", Text, nullable=True),
+    Column("name", Text, nullable=True),
+    Column("new_value", Text, nullable=True),  # a string, or the JSON of another value
+    Column("old_value", Text, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("file", Text, nullable=True),
+    Column("line", Integer, nullable=True),
+    Column("containment_path", JSONDocument, nullable=True),  # ["Stage[main]", "Main", ...]
+    Column("containing_class", Text, nullable=True),
+    Column("corrective_change", Boolean, nullable=True),
+    PrimaryKeyConstraint("report_id", "seq"),
+    Index(None, "certname"),
+    Index(None, "resource_type"),
+)
+
+# Each node's latest catalog (a newer one replaces it), its resources and their edges.
+catalogs = Table(
+    "catalogs",
+    metadata,
+    Column(
+        "certname",
+        String(255),
+        ForeignKey("nodes.certname", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("hash", String(40), nullable=False),  # SHA-1 of resources and edges
+    Column("version", Text, nullable=False),
+    Column("environment", String(255), nullable=True),
+    Column("transaction_uuid", String(255), nullable=True),
+    Column("catalog_uuid", String(255), nullable=True),
+    Column("code_id", Text, nullable=True),
+    Column("job_id", String(255), nullable=True),
+    Column("producer_timestamp", UTCDateTime(), nullable=False),
+    Column("producer", String(255), nullable=True),
+    Column("received", UTCDateTime(), nullable=False),  # the node's catalog_timestamp
+    PrimaryKeyConstraint("certname"),
+)
+
+catalog_resources = Table(
+    "catalog_resources",
+    metadata,
+    Column(
+        "certname",
+        String(255),
+        ForeignKey("catalogs.certname", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("type", Text, nullable=False),  # File, Service, Class, Apache::Vhost
+    Column("title", Text, nullable=False),
+    Column("resource", String(40), nullable=False),  # SHA-1 of type, title and parameters
+    Column("exported", Boolean, nullable=False),
+    Column("file", Text, nullable=True),
+    Column("line", Integer, nullable=True),
+    Column("tags", JSONDocument, nullable=False),  # lower case
+    Column("parameters", JSONDocument, nullable=False),
+    PrimaryKeyConstraint("certname", "type", "title"),
+    Index(None, "type", "title"),
+)
+
+catalog_edges = Table(
+    "catalog_edges",
+    metadata,
+    Column(
+        "certname",
+        String(255),
+        ForeignKey("catalogs.certname", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("source_type", Text, nullable=False),
+    Column("source_title", Text, nullable=False),
+    Column("target_type", Text, nullable=False),
+    Column("target_title", Text, nullable=False),
+    Column("relationship", String(32), nullable=False),
+    Index(None, "certname"),
+)

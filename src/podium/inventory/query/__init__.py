@@ -2,6 +2,7 @@
 
     rows, total = run_query(store, ["from", "nodes", ["~", "certname", "^web"]])
     rows, _ = run_query(store, "facts", query=["=", "name", "os"], limit=10)
+    rows, _ = event_counts(store, ["=", "latest_report?", True], summarize_by="certname")
 
 A query is validated into a :mod:`~.tree` (:mod:`.validate`), its wildcard paths are
 matched against the fact paths the database knows, and :mod:`.compiler` makes one
@@ -19,6 +20,7 @@ from podium.inventory.facts import decode_path
 from podium.inventory.query import tree as T
 from podium.inventory.query.checks import with_paging
 from podium.inventory.query.compiler import compile_query
+from podium.inventory.query.counts import aggregate_event_counts, event_counts
 from podium.inventory.query.decode import row_decoder
 from podium.inventory.query.errors import QUERY_ERROR, QueryError
 from podium.inventory.query.fields import ENTITIES
@@ -30,7 +32,15 @@ if TYPE_CHECKING:  # the store imports this package's paths: no cycle at import 
     from podium.inventory.store import InventoryStore
     from podium.store import Store
 
-__all__ = ["ENTITIES", "QUERY_ERROR", "QueryError", "parse_query", "run_query"]
+__all__ = [
+    "ENTITIES",
+    "QUERY_ERROR",
+    "QueryError",
+    "aggregate_event_counts",
+    "event_counts",
+    "parse_query",
+    "run_query",
+]
 
 
 def run_query(

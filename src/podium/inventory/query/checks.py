@@ -85,7 +85,7 @@ def value(entity: F.Entity, ref: T.Ref, kind: str, op: str, value: Any) -> Any:
                 "ordered only as a number (a string fact is never less or greater than a value)"
             )
         return value
-    if kind == "string" or kind == "type":
+    if kind == "string" or kind == "type" or kind == "array":
         if not isinstance(value, str):
             raise QueryError(f"{where} is a string: compare it with a string, not {value!r}")
         return value

@@ -169,8 +169,14 @@ class _Compiler:
             return tuple_(*left).in_(right)
         ref = node.field
         if ref.pattern is not None:
+            if ref.name == "parameters" and source.runs is not None:
+                assert ref.pattern.exact is not None  # checked: a parameter's path is exact
+                return source.runs.parameter(ref.pattern.exact, node)
             return self._dotted(source, node, ref.pattern)
         kind = source.entity.fields[ref.name].kind
+        special = source.condition(ref.name, kind, node)
+        if special is not None:
+            return special
         if kind == "multi":
             return self._value(source.fp, source.fl, node)
         if kind == "path":

@@ -54,6 +54,11 @@ def decoder(source: Source, item: T.Item, entity: Entity) -> Decoder:
         return Decoder(item.label, kind, [source.type_label()], _first)
     if kind == "timestamp":
         return Decoder(item.label, kind, [source.iso(source.key(ref.name))], _first)
+    if kind == "array":
+        return Decoder(item.label, kind, [source.text(ref.name)], _json)
+    if kind == "json" and source.runs is not None:
+        columns, href = source.runs.document(ref.name)
+        return Decoder(item.label, kind, columns, _json if href is None else _expanded(href))
     if kind == "json":
         if ref.name == "trusted":
             return Decoder(item.label, kind, [source.subtree(("trusted",))], _json)
@@ -144,6 +149,16 @@ def _factset(values: Sequence[Any], raw: bool) -> Any:
         "href": f"/pdb/query/v4/factsets/{certname}/facts",
         "data": [{"name": name, "value": value} for name, value in document.items()],
     }
+
+
+def _expanded(href: str) -> Convert:
+    """PuppetDB's child data inline: ``{"href": <its endpoint>, "data": [...]}``."""
+
+    def convert(values: Sequence[Any], raw: bool) -> Any:
+        text, key = values
+        return {"href": href.format(key), "data": _json([text or "[]"], raw)}
+
+    return convert
 
 
 def row_decoder(

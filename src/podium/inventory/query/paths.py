@@ -111,14 +111,16 @@ def regexp(pattern: str | None, value: object) -> bool | None:
 
 
 def parse_dotted(field: str) -> tuple[str, Pattern | None]:
-    """``("facts", pattern)`` for ``facts.<path>``, ``("trusted", ...)`` likewise;
-    ``(field, None)`` for a field without a dot."""
+    """``("facts", pattern)`` for ``facts.<path>``, ``("trusted", ...)`` and
+    ``("parameters", ...)`` (resources) likewise; ``(field, None)`` for a field
+    without a dot."""
     head, dot, rest = field.partition(".")
     if not dot:
         return field, None
-    if head not in ("facts", "trusted"):
+    if head not in ("facts", "trusted", "parameters"):
         raise QueryError(
-            f"{field!r}: only facts and trusted take a dotted path, e.g. facts.os.family"
+            f"{field!r}: only facts, trusted (inventory) and parameters (resources) take a "
+            "dotted path, e.g. facts.os.family"
         )
     parts = _components(rest, field)
     if head == "trusted":

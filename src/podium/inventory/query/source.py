@@ -25,12 +25,15 @@ from sqlalchemy import (
     select,
     true,
     type_coerce,
+    union,
 )
 
 from podium.inventory.facts import CONTAINERS, SCALARS, FactType
+from podium.inventory.query import tree as T
 from podium.inventory.query.errors import QueryError
 from podium.inventory.query.fields import Entity
 from podium.inventory.query.paths import Pattern
+from podium.inventory.query.runs import RUN_ENTITIES, Runs
 from podium.store.tables import INACTIVE, fact_leaves, fact_paths, factsets, nodes
 
 # Order of values of different types (PostgreSQL's for jsonb): null, string, number,
@@ -78,11 +81,15 @@ class Source:
         self._nodes_joined = entity.name == "nodes"  # others: when a field needs it
         self.reads_document = False  # whether the node's facts are read (SQLite's hint)
         self._environments: FromClause | None = None
+        # reports, events, catalogs, resources, edges
+        self.runs = Runs(entity.name, dialect, self.iso) if entity.name in RUN_ENTITIES else None
 
     # the FROM clause and the conditions every row meets
 
     def from_clause(self) -> FromClause:
         name = self.entity.name
+        if self.runs is not None:
+            return self.runs.from_clause()
         if name == "nodes":
             return self.n
         if name in ("factsets", "inventory"):
@@ -114,21 +121,29 @@ class Source:
         return []
 
     def environments(self) -> FromClause:
+        """Every environment a node's facts, latest report or catalog names."""
         if self._environments is None:
-            names = select(nodes.c.facts_environment.label("name")).where(
-                nodes.c.facts_environment.is_not(None)
+            columns = (
+                nodes.c.facts_environment,
+                nodes.c.report_environment,
+                nodes.c.catalog_environment,
             )
-            self._environments = names.distinct().subquery()
+            names = [select(c.label("name")).where(c.is_not(None)) for c in columns]
+            self._environments = union(*names).subquery()
         return self._environments
 
     # fields
 
     def certname(self) -> ColumnElement[Any]:
+        if self.runs is not None:
+            return self.runs.certname()
         return self.n.c.certname if self.entity.name == "nodes" else self.fs.c.certname
 
     def key(self, name: str) -> ColumnElement[Any]:
         """The one column a field compares and joins on (a value: see :meth:`value`)."""
         entity = self.entity.name
+        if self.runs is not None:
+            return self.runs.key(name)
         if name == "certname":
             return self.certname()
         if entity == "nodes" and name in _NODE_FIELDS:
@@ -147,6 +162,17 @@ class Source:
         if entity == "environments" and name == "name":
             return self.environments().c.name
         raise QueryError(f"{name} cannot be compared here for {entity}")
+
+    def condition(self, name: str, kind: str, node: T.Expr) -> ColumnElement[bool] | None:
+        """The condition on a field that is not a comparison of its column (arrays,
+        ``latest_report?``, ``tag``), or None."""
+        return None if self.runs is None else self.runs.condition(name, kind, node)
+
+    def text(self, name: str) -> ColumnElement[Any]:
+        """A JSON field's text (arrays, documents of run entities)."""
+        if self.runs is None:
+            raise QueryError(f"{name} is not a JSON field of {self.entity.name}")
+        return self.runs.text(name)
 
     @property
     def joins_nodes(self) -> bool:

@@ -34,9 +34,44 @@ def parse_query(ast: Any, entity: str | None = None) -> T.Query:
                 'a query here names its entity: ["from", "nodes", ...] or PQL such as '
                 "nodes { certname ~ 'web' }"
             )
-        return _Parser().from_(ast)
+        return _agent_reports(_Parser().from_(ast))
     parser = _Parser()
-    return parser.body(F.entity(entity), ast)
+    return _agent_reports(parser.body(F.entity(entity), ast))
+
+
+def _agent_reports(query: T.Query) -> T.Query:
+    """PuppetDB's default for reports, in a query and its subqueries: agent runs only,
+    unless the query names the type (``["=", "type", "any"]`` for every report)."""
+    where = None if query.where is None else _in_subqueries(query.where)
+    if query.entity.name == "reports" and (where is None or not _names(where, "type")):
+        agent = T.Compare("=", T.Ref("type"), "agent")
+        where = agent if where is None else T.And((where, agent))
+    return replace(query, where=where)
+
+
+def _in_subqueries(node: T.Expr) -> T.Expr:
+    if isinstance(node, T.And):
+        return T.And(tuple(_in_subqueries(i) for i in node.items))
+    if isinstance(node, T.Or):
+        return T.Or(tuple(_in_subqueries(i) for i in node.items))
+    if isinstance(node, T.Not):
+        return T.Not(_in_subqueries(node.item))
+    if isinstance(node, T.InQuery):
+        return replace(node, query=_agent_reports(node.query))
+    return node
+
+
+def _names(node: T.Expr, field: str) -> bool:
+    """Whether ``node`` (not its subqueries) has a condition on ``field``."""
+    if isinstance(node, T.And | T.Or):
+        return any(_names(i, field) for i in node.items)
+    if isinstance(node, T.Not):
+        return _names(node.item, field)
+    if isinstance(node, T.InQuery):
+        return any(r.name == field for r in node.fields)
+    if isinstance(node, T.NodeState):
+        return False
+    return node.field.name == field
 
 
 class _Parser:
@@ -165,8 +200,11 @@ class _Parser:
             raise QueryError(f"{name!r} is not a field name")
         head, pattern = P.parse_dotted(name)
         if pattern is not None:
-            if not entity.dotted:
-                raise QueryError(f"{entity.name} has no dotted fields such as {name!r}")
+            if not entity.dotted or entity.document != "facts" or head == "parameters":
+                raise QueryError(
+                    f"{entity.name} returns no dotted fields such as {name!r}"
+                    + (": return parameters whole" if entity.document == "parameters" else "")
+                )
             if pattern.exact is None:
                 raise QueryError(f"{name!r}: a returned path takes no * or match()")
             return T.Ref("facts", pattern, name)
@@ -251,12 +289,16 @@ class _Parser:
             raise QueryError(f"{name!r} is not a field name")
         head, pattern = P.parse_dotted(name)
         if pattern is not None:
-            if not entity.dotted:
+            document = "parameters" if head == "parameters" else "facts"
+            if not entity.dotted or entity.document != document:
                 raise QueryError(
                     f"'{name}' is not a queryable object for {entity.name}: dotted paths are "
-                    "for the inventory entity (or use fact_contents with a path)"
+                    "for the inventory entity, facts.<path> (or use fact_contents with a path), "
+                    "and for resources, parameters.<name>"
                 )
-            return T.Ref("facts", pattern, name)
+            if document == "parameters" and pattern.exact is None:
+                raise QueryError(f"{name!r}: a parameter's path takes no * or match()")
+            return T.Ref(document, pattern, name)
         field = entity.queryable(head)
         if field.kind == "json":
             raise QueryError(
@@ -277,7 +319,12 @@ class _Parser:
             return self._fact(entity, [op, "value", value], name[1])
         if entity.name == "fact_paths" and name == "type" and value == "any" and op == "=":
             return T.And(())
-        ref = self._filtered(entity, name)
+        if entity.name == "reports" and name == "type" and value == "any" and op == "=":
+            return T.IsNull(T.Ref("type"), False)  # every report; it names the type
+        if isinstance(name, list) and len(name) == 2 and name[0] == "parameter":
+            ref = self._parameter(entity, name[1])
+        else:
+            ref = self._filtered(entity, name)
         kind = C.kind_of(entity, ref)
         if kind == "path":
             if op != "=":
@@ -290,9 +337,12 @@ class _Parser:
     def _regex(self, entity: F.Entity, name: Any, value: Any) -> T.Expr:
         if isinstance(name, list) and len(name) == 2 and name[0] == "fact":
             return self._fact(entity, ["~", "value", value], name[1])
-        ref = self._filtered(entity, name)
+        if isinstance(name, list) and len(name) == 2 and name[0] == "parameter":
+            ref = self._parameter(entity, name[1])
+        else:
+            ref = self._filtered(entity, name)
         kind = C.kind_of(entity, ref)
-        if kind not in ("string", "multi", "type"):
+        if kind not in ("string", "multi", "type", "array") or ref.name == "latest_report?":
             hint = "; use ~> for paths" if kind == "path" else ""
             raise QueryError(f"Query operator ~ is not allowed on field {ref.label}{hint}")
         if not isinstance(value, str):
@@ -377,6 +427,15 @@ class _Parser:
         where = T.And((T.Compare("=", T.Ref("name"), name), self.expr(facts, condition)))
         sub = T.Query(facts, where=where, extract=(T.Column(T.Ref("certname")),))
         return T.InQuery((T.Ref("certname"),), sub)
+
+    @staticmethod
+    def _parameter(entity: F.Entity, name: Any) -> T.Ref:
+        """``["parameter", name]`` (resources): the field ``parameters.<name>``."""
+        if entity.document != "parameters":
+            raise QueryError(f"['parameter', ...] is for resources, not {entity.name}")
+        if not isinstance(name, str) or not name:
+            raise QueryError(f"['parameter', name] takes a parameter's name, not {name!r}")
+        return T.Ref("parameters", P.Pattern((name,)), f"parameters.{name}")
 
     def _node_state(self, entity: F.Entity, value: Any) -> T.Expr:
         state = str(value).lower()
