@@ -246,6 +246,7 @@ def running_server(
     ca_dir: Path | None = None,
     standalone_broker: bool = False,
     keep_logs: bool = False,
+    codedir: Path | None = None,
 ) -> Iterator[tuple[Demo, ServerInfo]]:
     """A server (and ``agents`` real agents) in a temporary directory, removed afterwards.
 
@@ -257,7 +258,7 @@ def running_server(
     if standalone_broker and ca_dir is None:
         raise ValueError("a standalone broker needs a CA made beforehand (ca_dir)")
     root = Path(tempfile.mkdtemp(prefix="podium-bench-"))
-    demo = Demo(root, agents, None)
+    demo = Demo(root, agents, codedir)
     broker_url = f"wss://127.0.0.1:{demo.broker_port}/pcp/v2"
     broker: subprocess.Popen[bytes] | None = None
     server: subprocess.Popen[bytes] | None = None
@@ -369,11 +370,23 @@ class Api:
             "params": params if params is not None else {"message": "hello"},
             "scope": {"nodes": list(certnames)},
         }
+        return self.run_job("/command/task", body, len(certnames), poll=poll, timeout=timeout)
+
+    def deploy(
+        self, certnames: Sequence[str], *, poll: float = 0.01, timeout: float = 300, **body: Any
+    ) -> JobRun:
+        """A Puppet run (``/command/deploy``) on ``certnames``, polled until it is over."""
+        body = {"scope": {"nodes": list(certnames)}, **body}
+        return self.run_job("/command/deploy", body, len(certnames), poll=poll, timeout=timeout)
+
+    def run_job(
+        self, command: str, body: dict[str, Any], want: int, *, poll: float, timeout: float
+    ) -> JobRun:
+        """POST ``command`` and poll its job until its ``want`` nodes have ended."""
         started = time.monotonic()
-        job_id = self.call("POST", "/command/task", json=body)["job"]["name"]
+        job_id = self.call("POST", command, json=body)["job"]["name"]
         submitted = time.monotonic()
         deadline = started + timeout
-        want = len(certnames)
         while True:
             job = self.call("GET", f"/jobs/{job_id}")
             ended = time.monotonic()
