@@ -577,24 +577,40 @@ class PuppetAgent:
     def _write_files(self) -> None:
         for sub in ("confdir", "vardir", "logdir", "rundir", "codedir", "publicdir"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("certs", "private_keys"):
-            (self.ssldir / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
-        _install(self.tls.cert, self.ssldir / "certs" / f"{self.certname}.pem")
-        _install(self.tls.key, self.ssldir / "private_keys" / f"{self.certname}.pem", 0o600)
-        _install(self.tls.ca, self.ssldir / "certs" / "ca.pem")
-        if self.tls.crl is not None:
-            _install(self.tls.crl, self.ssldir / "crl.pem")
-        ca = urlsplit(self.ca_url)
-        (self.folder / "confdir" / "puppet.conf").write_text(
-            _AGENT_PUPPET_CONF.format(
-                certname=self.certname,
-                host="127.0.0.1",
-                port=self.server.port,
-                ca_host=ca.hostname,
-                ca_port=ca.port or 443,
-            )
+        agent_files(
+            self.folder / "confdir",
+            self.ssldir,
+            certname=self.certname,
+            server=self.server,
+            tls=self.tls,
+            ca_url=self.ca_url,
         )
         self._written = True
+
+
+def agent_files(
+    confdir: Path, ssldir: Path, *, certname: str, server: PuppetServer, tls: TlsFiles, ca_url: str
+) -> None:
+    """A ``puppet.conf`` in ``confdir`` for runs against ``server`` as ``certname``, and
+    the node's certificate, key, the CA's certificate (and CRL) in ``ssldir``."""
+    for sub in ("certs", "private_keys"):
+        (ssldir / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
+    _install(tls.cert, ssldir / "certs" / f"{certname}.pem")
+    _install(tls.key, ssldir / "private_keys" / f"{certname}.pem", 0o600)
+    _install(tls.ca, ssldir / "certs" / "ca.pem")
+    if tls.crl is not None:
+        _install(tls.crl, ssldir / "crl.pem")
+    ca = urlsplit(ca_url)
+    confdir.mkdir(parents=True, exist_ok=True)
+    (confdir / "puppet.conf").write_text(
+        _AGENT_PUPPET_CONF.format(
+            certname=certname,
+            host="127.0.0.1",
+            port=server.port,
+            ca_host=ca.hostname,
+            ca_port=ca.port or 443,
+        )
+    )
 
 
 def _install(source: Path, target: Path, mode: int = 0o644) -> None:

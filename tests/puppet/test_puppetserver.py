@@ -16,7 +16,8 @@ import pytest
 
 from e2e.installation import Installation
 from podium.errors import PodiumError
-from puppetserver import PuppetAgent, PuppetServer
+from puppet.conftest import NODE
+from puppetserver import PuppetAgent, PuppetServer, TlsFiles, agent_files
 from waiting import DEADLINE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # the first starts a JVM
@@ -137,3 +138,56 @@ def test_the_terminus_stores_the_runs_report_in_podium(
     assert [(e["resource_type"], e["resource_title"], e["status"]) for e in events] == [
         ("File", str(target), "success")
     ]
+
+
+def test_a_deploy_job_in_agent_mode_runs_against_the_puppet_server(
+    podium: Installation, puppet_server: PuppetServer, tmp_path: Path
+) -> None:
+    node = NODE
+    # The Podium agent runs Puppet in its own Puppet folders (<vardir>/puppet): point
+    # them at the Puppet Server, with the node's own certificate from Podium's CA.
+    root = podium.vardir(node) / "puppet"
+    ssldir = podium.vardir(node) / "ssl"
+    tls = TlsFiles(
+        cert=ssldir / "certs" / f"{node}.pem",
+        key=ssldir / "private_keys" / f"{node}.pem",
+        ca=podium.fleet.cacert,
+    )
+    agent_files(
+        root / "etc",
+        root / "etc" / "ssl",
+        certname=node,
+        server=puppet_server,
+        tls=tls,
+        ca_url=podium.fleet.server_url,
+    )
+    target = tmp_path / "agent-mode"
+    _manages(puppet_server, node, target, "from the Puppet Server\n")
+    since = puppet_server.log_size()
+
+    answer = podium.api.call(
+        "POST", "/command/deploy", json={"scope": {"nodes": [node]}, "mode": "agent"}
+    )
+    job = podium.wait_job(answer["job"]["name"], timeout=240)
+    result = podium.nodes(job["name"])[node]["result"]
+    assert job["state"] == "finished", result
+    assert result["status"] == "changed"
+    assert result["metrics"]["changed"] == 1
+    assert target.read_text() == "from the Puppet Server\n"
+    version = result["configuration_version"]
+
+    query = json.dumps(["=", "certname", node])
+    url = f"{podium.fleet.server_url}/pdb/query/v4/reports"
+    stored = _wait_in_podium(
+        f"the report of the job's run (configuration version {version})",
+        lambda: [
+            r
+            for r in podium.api.call("GET", url, params={"query": query})
+            if r["configuration_version"] == version
+        ],
+        puppet_server,
+        since,
+    )
+    # the terminus's report and the job's own, the same run seen twice
+    assert {r["transaction_uuid"] for r in stored} == {result["transaction_uuid"]}
+    assert {r["job_id"] for r in stored} >= {job["name"]}
