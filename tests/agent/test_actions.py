@@ -27,13 +27,24 @@ class Ping(ImmediateAction):
         return {}
 
 
-def test_the_default_registry_offers_tasks_and_status_queries():
+def test_the_default_registry_offers_tasks_puppet_and_status_queries():
     registry = default_registry()
-    assert registry.names() == ["status/query", "task/run", "task/stop"]
+    assert registry.names() == [
+        "puppet/disable",
+        "puppet/enable",
+        "puppet/resource",
+        "puppet/run",
+        "puppet/status",
+        "puppet/stop",
+        "status/query",
+        "task/run",
+        "task/stop",
+    ]
     assert isinstance(registry.get("status", "query"), StatusQuery)
-    assert registry.get("puppet", "run") is None
-    assert registry.unknown("puppet", "run") == (
-        "unknown action puppet/run; this agent offers status/query, task/run, task/stop"
+    assert registry.get("nosuch", "run") is None
+    assert registry.unknown("nosuch", "run") == (
+        "unknown action nosuch/run; this agent offers puppet/disable, puppet/enable, puppet/re"
+        "source, puppet/run, puppet/status, puppet/stop, status/query, task/run, task/stop"
     )
 
 

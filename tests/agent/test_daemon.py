@@ -315,12 +315,13 @@ async def test_an_unknown_action_is_refused_with_what_the_agent_offers(broker, t
     async with RunningAgent(broker, ids, tmp_path / "agent"):
         await connected(broker)
         controller.send(
-            msg.NonBlockingRequest(transaction_id="tx5", module="puppet", action="run", params={})
+            msg.NonBlockingRequest(transaction_id="tx5", module="nosuch", action="run", params={})
         )
         error = await controller.next(msg.RpcError)
     assert error.transaction_id == "tx5"
     assert error.description == (
-        "unknown action puppet/run; this agent offers status/query, task/run, task/stop"
+        "unknown action nosuch/run; this agent offers puppet/disable, puppet/enable, puppet/re"
+        "source, puppet/run, puppet/status, puppet/stop, status/query, task/run, task/stop"
     )
     assert not (tmp_path / "agent" / "spool" / "tx5").exists()
 
@@ -881,5 +882,7 @@ async def test_an_action_joins_by_being_registered(broker, tmp_path):
         controller.send(msg.NonBlockingRequest("d3", module="demo", action="halve", params={}))
         assert (await controller.next(msg.RpcError)).description == (
             "unknown action demo/halve; "
-            "this agent offers demo/double, demo/ping, status/query, task/run, task/stop"
+            "this agent offers demo/double, demo/ping, puppet/disable, puppet/enable, "
+            "puppet/resource, puppet/run, puppet/status, puppet/stop, status/query, task/run, "
+            "task/stop"
         )

@@ -44,6 +44,10 @@ class AgentConfig:
     # External facts folders; None: <vardir>/facts.d, then /etc/podium/facts.d (see facts_dirs).
     factsdir: tuple[Path, ...] | None = None
     facts_interval: float = 1800.0  # seconds between checks for changed facts
+    # Puppet: the command (looked up on PATH when a run starts) and, when set, a folder
+    # under which Puppet gets all its folders (confdir, vardir, ...); None: its defaults.
+    puppet_bin: str = "puppet"
+    puppet_root: Path | None = None
     # Limits
     concurrency: int = 8
     spool_ttl: timedelta = timedelta(days=14)  # acknowledged results are kept this long
@@ -91,7 +95,7 @@ class AgentConfig:
 
 
 _DURATIONS = {"spool_ttl", "cache_ttl"}  # days in the file
-_PATHS = {"vardir", "cacert", "enrollment_token_file", "facts_file"}
+_PATHS = {"vardir", "cacert", "enrollment_token_file", "facts_file", "puppet_root"}
 _FROM_ENVIRONMENT = {"enrollment_token"}
 
 

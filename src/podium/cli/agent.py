@@ -48,6 +48,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--facts-file", type=Path, help="JSON object of extra facts to report")
     p.add_argument("--concurrency", type=int, help="tasks run at once (default 8)")
+    p.add_argument(
+        "--puppet-bin",
+        metavar="PATH",
+        help="the puppet command for puppet runs, looked up on PATH (default: puppet)",
+    )
+    p.add_argument(
+        "--puppet-root",
+        type=Path,
+        metavar="DIR",
+        help="give Puppet folders of its own under DIR (etc, var, code, log, run, public, "
+        "etc/ssl) instead of its defaults",
+    )
     add_log_level(p)
     p.set_defaults(func=run)
 
@@ -68,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             "enrollment_token_file",
             "facts_file",
             "concurrency",
+            "puppet_bin",
+            "puppet_root",
         )
     }
     return run_agent(agent_config.load(args.config, overrides))

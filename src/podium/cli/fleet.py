@@ -222,6 +222,8 @@ class Fleet:
                 *("agent", "--certname", certname, "--server-url", self.server_url),
                 *("--broker", self.broker_url, "--vardir", str(self.vardir(certname))),
                 *("--cacert", str(self.cacert), "--enrollment-token-file", str(token_file)),
+                # Puppet's state (locks, last run, SSL) per agent, not the host's own.
+                *("--puppet-root", str(self.vardir(certname) / "puppet")),
                 *("--log-level", self.log_level),
                 *extra,
             ],

@@ -177,7 +177,28 @@ class Registry:
 
 def default_registry() -> Registry:
     """The actions every agent offers."""
+    from podium.agent.actions.puppet import (
+        PuppetDisable,
+        PuppetEnable,
+        PuppetResource,
+        PuppetRun,
+        PuppetStatus,
+        PuppetStop,
+    )
     from podium.agent.actions.status import StatusQuery
     from podium.agent.actions.task import TaskRun, TaskStop
 
-    return Registry([StatusQuery(), TaskRun(), TaskStop()])
+    puppet_run = PuppetRun()
+    return Registry(
+        [
+            StatusQuery(),
+            TaskRun(),
+            TaskStop(),
+            puppet_run,
+            PuppetStop(),
+            PuppetStatus(puppet_run),
+            PuppetEnable(puppet_run),
+            PuppetDisable(puppet_run),
+            PuppetResource(),
+        ]
+    )
