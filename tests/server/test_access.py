@@ -155,6 +155,7 @@ def concrete(path: str, world: World) -> str:
 
 ECHO = {"task": "podium::echo", "params": {"message": "x"}, "scope": {"nodes": ["web-01"]}}
 VIEW = {"object_type": "orchestrator", "action": "view", "instance": "*"}
+QUICK = {"scope": {"nodes": ["web-01"]}, "timeout": 0.05}  # web-01 answers no puppet request
 
 # Requests that succeed for whoever holds the route's permission.
 SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
@@ -171,6 +172,10 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/orchestrator/v1/tasks/{module}/{task}"): {},
     ("POST", "/orchestrator/v1/command/task"): {"json": ECHO},
     ("POST", "/orchestrator/v1/command/deploy"): {"json": {"scope": {"nodes": ["web-01"]}}},
+    ("POST", "/orchestrator/v1/command/puppet_status"): {"json": QUICK},
+    ("POST", "/orchestrator/v1/command/puppet_enable"): {"json": QUICK},
+    ("POST", "/orchestrator/v1/command/puppet_disable"): {"json": {**QUICK, "message": "x"}},
+    ("POST", "/orchestrator/v1/command/puppet_resource"): {"json": {**QUICK, "type": "file"}},
     ("POST", "/orchestrator/v1/command/plan"): {"json": {"scope": {"nodes": ["web-01"]}}},
     ("GET", "/orchestrator/v1/environments/{environment}/applications"): {},
     ("GET", "/classifier-api/v1/groups"): {},

@@ -291,3 +291,40 @@ async def test_a_cycle_in_the_applications_is_refused_naming_it(
 
 def _has_request(agent: FakeAgent) -> bool:
     return bool(agent.requests)
+
+
+async def test_a_restarted_server_resumes_a_deploy_in_its_order_without_rerunning_nodes(
+    api: httpx.AsyncClient, runtime: Runtime, settings: ServerSettings
+) -> None:
+    assert settings.codedir is not None
+    apps = settings.codedir / "environments/production/applications"
+    apps.mkdir()
+    (apps / "pair.yaml").write_text(
+        "components:\n  db: {nodes: [db-01], produces: [Sql]}\n"
+        "  web: {nodes: [web-01], consumes: [Sql]}\n"
+    )
+    db = FakeAgent(runtime.broker, "db-01", lambda r: None)  # holds until told
+    web = Agent(runtime, "web-01")
+    response = await api.post("/command/deploy", json={"scope": {"nodes": ["db-01", "web-01"]}})
+    job_id = int(response.json()["job"]["name"])
+    await until(lambda: _has_request(db), what="db-01 to run")
+    (request,) = db.requests
+    await runtime.stop()
+
+    again = Runtime(settings)
+    await again.start()
+    try:
+        for agent in (db, web):
+            agent.broker = again.broker
+            agent.connect()
+        # db-01's agent answers the re-sent request from its spool: the same transaction
+        db.complete(ran("db-01"))
+        await asyncio.wait_for(again.jobs.wait(job_id), DEADLINE)
+        job = await asyncio.to_thread(again.store.get_job, job_id)
+        assert job.state == "finished"
+        assert {r.transaction_id for r in db.requests} == {request.transaction_id}
+        (web_request,) = web.requests  # started only after db-01 finished
+        assert web_request.params["code"]["sha256"] == request.params["code"]["sha256"]
+    finally:
+        await again.stop()
+        await runtime.start()  # the fixture stops it again

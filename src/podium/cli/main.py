@@ -24,6 +24,8 @@ _COMMANDS = (
     "task",
     "job",
     "app",
+    "puppet",
+    "resource",
     "node",
     "query",
     "group",

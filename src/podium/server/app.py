@@ -17,6 +17,7 @@ from podium.errors import PodiumError, RateLimited
 from podium.server import ca_api, classifier_api, files_api, limits, orchestrator, pdb_api, rbac_api
 from podium.server.access import GuardedRoute, allow
 from podium.server.apps_api import router as apps_router
+from podium.server.puppet_api import router as puppet_router
 from podium.server.runtime import Runtime
 
 
@@ -81,6 +82,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.include_router(orchestrator.router)
     app.include_router(apps_router)
+    app.include_router(puppet_router)
     app.include_router(classifier_api.router)
     app.include_router(ca_api.router)
     app.include_router(files_api.router)
