@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from podium.puppet.apps import Application, RunOrder, applications_of, run_order
 from podium.server import views
 from podium.server.access import GuardedRoute, allow
-from podium.server.orchestrator import PREFIX, Scope, _resolve
+from podium.server.orchestrator import PREFIX, Scope, resolve_scope
 from podium.server.runtime import Runtime
 
 router = APIRouter(prefix=PREFIX, route_class=GuardedRoute, responses=views.ERRORS)
@@ -43,7 +43,7 @@ async def command_plan(body: PlanQuery, request: Request) -> dict[str, Any]:
     """The order a deploy job would run the scope's nodes in, by the environment's
     applications, without running anything (a Podium addition)."""
     runtime = _runtime(request)
-    target = await _resolve(runtime, body.scope)
+    target = await resolve_scope(runtime, body.scope)
     apps = await asyncio.to_thread(applications_of, runtime.codedir, body.environment)
     order = run_order(apps, target.certnames)
     return {"environment": body.environment, **order_view(order)}

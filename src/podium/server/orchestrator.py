@@ -35,7 +35,7 @@ VIEW = allow("orchestrator:view")
 _DENIED = "puppetlabs.rbac/permission-denied"
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -49,7 +49,7 @@ _WEEK = 7 * 24 * 3600
 Seconds = Annotated[StrictInt | None, Field(ge=1, le=_WEEK)]
 
 
-class PaceFields(_Strict):
+class PaceFields(Strict):
     """How fast a job goes and when it gives up: on every job command."""
 
     concurrency: Annotated[
@@ -108,35 +108,35 @@ class DeployCommand(PaceFields):
 JobRef = Annotated[StrictInt | str, Field(description="the job's id (a number) or its URL")]
 
 
-class StopCommand(_Strict):
+class StopCommand(Strict):
     job: JobRef
     force: StrictBool = False
 
 
-class RerunCommand(_Strict):
+class RerunCommand(Strict):
     job: JobRef
     only_failed: StrictBool = False
 
 
-class InventoryQuery(_Strict):
+class InventoryQuery(Strict):
     nodes: list[str]
 
 
-class TargetQuery(_Strict):
+class TargetQuery(Strict):
     scope: Scope
 
 
-class PingCommand(_Strict):
+class PingCommand(Strict):
     scope: Scope
     timeout: Annotated[StrictInt | StrictFloat, Field(gt=0, le=60)] = 5.0
 
 
-async def _resolve(runtime: Runtime, raw: dict[str, Any]) -> Target:
+async def resolve_scope(runtime: Runtime, raw: dict[str, Any]) -> Target:
     scope = parse_scope(raw)
     return await asyncio.to_thread(resolve, scope, runtime.inventory)
 
 
-def _target_view(runtime: Runtime, target: Target) -> dict[str, Any]:
+def target_view(runtime: Runtime, target: Target) -> dict[str, Any]:
     connected = runtime.link.connected
     return {
         "items": [{"name": c, "connected": c in connected} for c in target.certnames],
@@ -168,7 +168,7 @@ async def command_deploy(
     permitted ones only."""
     runtime = _runtime(request)
     scope = parse_scope(body.scope)
-    target = await _non_empty(runtime, scope)
+    target = await non_empty(runtime, scope)
     split = await permitted_nodes(
         runtime, principal, _PUPPET_RUN, target.certnames, scope, doing="run Puppet"
     )
@@ -198,7 +198,7 @@ async def command_deploy(
     return _created(request, job_id, split)
 
 
-async def _non_empty(runtime: Runtime, scope: targeting.Scope) -> Target:
+async def non_empty(runtime: Runtime, scope: targeting.Scope) -> Target:
     """What ``scope`` resolves to; an empty target is a 400 saying what it matched."""
     target = await asyncio.to_thread(resolve, scope, runtime.inventory)
     if not target.certnames:
@@ -206,7 +206,7 @@ async def _non_empty(runtime: Runtime, scope: targeting.Scope) -> Target:
             f"the target matches no node ({target.explain}); see what it resolves to with "
             "podium job plan",
             kind=EMPTY_TARGET,
-            details=_target_view(runtime, target),
+            details=target_view(runtime, target),
         )
     return target
 
@@ -219,7 +219,7 @@ async def command_task(
     refused (403, naming them); a query or group runs on the permitted ones only."""
     runtime = _runtime(request)
     scope = parse_scope(body.scope)
-    target = await _non_empty(runtime, scope)
+    target = await non_empty(runtime, scope)
     split = await _permitted(runtime, principal, body.task, target.certnames, scope)
     job_id = await runtime.jobs.run_task(
         task=body.task,
@@ -377,16 +377,16 @@ async def command_rerun(
 async def targets(body: TargetQuery, request: Request) -> dict[str, Any]:
     """What a scope resolves to, as a job would freeze it (a Podium addition)."""
     runtime = _runtime(request)
-    return _target_view(runtime, await _resolve(runtime, body.scope))
+    return target_view(runtime, await resolve_scope(runtime, body.scope))
 
 
 @router.post("/command/ping", openapi_extra=VIEW)
 async def command_ping(body: PingCommand, request: Request) -> dict[str, Any]:
     """A round trip to each targeted node's agent (a Podium addition)."""
     runtime = _runtime(request)
-    target = await _resolve(runtime, body.scope)
+    target = await resolve_scope(runtime, body.scope)
     answers = await runtime.jobs.round_trip(target.certnames, wait=body.timeout)
-    view = _target_view(runtime, target)
+    view = target_view(runtime, target)
     for item in view["items"]:
         answer = answers[item["name"]]
         item["seconds" if isinstance(answer, float) else "error"] = answer

@@ -49,11 +49,11 @@ from podium.server.access import CurrentPrincipal, GuardedRoute, address, allow
 from podium.server.orchestrator import (
     PREFIX,
     Scope,
-    _non_empty,
-    _resolve,
-    _Strict,
-    _target_view,
+    Strict,
+    non_empty,
     permitted_nodes,
+    resolve_scope,
+    target_view,
 )
 from podium.server.runtime import Runtime
 
@@ -75,7 +75,7 @@ ShortWait = Annotated[StrictInt | StrictFloat, Field(gt=0, le=120, description=_
 LongWait = Annotated[StrictInt | StrictFloat, Field(gt=0, le=300, description=_WAIT)]
 
 
-class StatusCommand(_Strict):
+class StatusCommand(Strict):
     scope: Scope
     timeout: ShortWait = 10.0
 
@@ -101,7 +101,7 @@ class DisableCommand(StatusCommand):
         return value
 
 
-class ResourceCommand(_Strict):
+class ResourceCommand(Strict):
     scope: Scope
     type: Annotated[StrictStr, Field(description="a resource type: file, apt::source")]
     title: Annotated[StrictStr | None, Field(description="one resource; none: all of the type")] = (
@@ -142,9 +142,9 @@ async def puppet_status(body: StatusCommand, request: Request) -> dict[str, Any]
     """Each node's Puppet: enabled or disabled (and why), running, its last run; the
     nodes grouped by state."""
     runtime = _runtime(request)
-    target = await _resolve(runtime, body.scope)
+    target = await resolve_scope(runtime, body.scope)
     answers = await runtime.jobs.ask(target.certnames, MODULE, "status", {}, wait=body.timeout)
-    return status_view(_target_view(runtime, target), answers)
+    return status_view(target_view(runtime, target), answers)
 
 
 @router.post("/command/puppet_enable", openapi_extra=allow("puppet_agent:run"))
@@ -175,12 +175,12 @@ async def _switch(
 ) -> dict[str, Any]:
     runtime = _runtime(request)
     scope = parse_scope(body.scope)
-    target = await _non_empty(runtime, scope)
+    target = await non_empty(runtime, scope)
     split = await permitted_nodes(
         runtime, principal, _PUPPET_RUN, target.certnames, scope, doing=f"{action} Puppet"
     )
     answers = await runtime.jobs.ask(split.allowed, MODULE, action, params, wait=body.timeout)
-    view = status_view(_target_view(runtime, _narrowed(target, split)), answers)
+    view = status_view(target_view(runtime, _narrowed(target, split)), answers)
     if split.refused:
         view["left_out"] = {"nodes": list(split.refused), "reason": split.reason}
     entries = [
@@ -197,7 +197,7 @@ async def puppet_resource(body: ResourceCommand, request: Request) -> dict[str, 
     them on each node; the nodes grouped by identical state, largest group first, each
     other group with what differs from the first."""
     runtime = _runtime(request)
-    target = await _resolve(runtime, body.scope)
+    target = await resolve_scope(runtime, body.scope)
     params: dict[str, Any] = {"type": body.type}
     if body.title is not None:
         params["title"] = body.title
@@ -207,7 +207,7 @@ async def puppet_resource(body: ResourceCommand, request: Request) -> dict[str, 
     return {
         "type": body.type,
         "title": body.title,
-        **resource_view(_target_view(runtime, target), answers),
+        **resource_view(target_view(runtime, target), answers),
     }
 
 
