@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     code = work / "code"
     manifests = code / "environments/production/manifests"
     manifests.mkdir(parents=True)
+    (work / "managed").mkdir()
     (manifests / "site.pp").write_text(SITE.format(root=work / "managed"))
     with running_server(agents=args.agents, keep_logs=args.keep_logs, codedir=code) as (
         demo,
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             warm = api.deploy(demo.certnames, timeout=args.timeout)
             print(f"warm-up job {warm.job_id}: {warm.seconds:.1f} s, {warm.node_states}")
             bare_command = bare(demo.vardir(first) / "puppet", server.datadir, first)
-            bare_runs, podium_runs = [], []
+            bare_runs, podium_runs, server_side = [], [], []
             for i in range(1, args.rounds + 1):
                 started = time.monotonic()
                 done = subprocess.run(bare_command, capture_output=True, text=True, check=False)
@@ -101,11 +102,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 if done.returncode != 0:  # 0: applied, nothing to change
                     print(done.stdout + done.stderr, file=sys.stderr)
                     raise RuntimeError(f"bare puppet apply exited {done.returncode}")
-                job = api.deploy([first], poll=0.005, timeout=args.timeout)
+                job = api.deploy([first], poll=0.02, timeout=args.timeout)
                 podium_runs.append(job.seconds)
+                server_side.append(job.server_duration or 0.0)
                 print(
                     f"round {i}: bare puppet apply {bare_runs[-1]:.2f} s, "
-                    f"Podium job {job.job_id} {job.seconds:.2f} s"
+                    f"Podium job {job.job_id} {job.seconds:.2f} s "
+                    f"({server_side[-1]:.2f} s from its start to its end on the server)"
                 )
             big = api.deploy(demo.certnames, timeout=args.timeout)
         finally:
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             One node, warm cache, {args.rounds} rounds of each, alternating:
               bare puppet apply        median {bare_median:.3f} s (spread {spread:.3f} s)
               Podium deploy job        median {podium_median:.3f} s
+              (server side             median {median(server_side):.3f} s)
               Podium's overhead        {overhead:+.3f} s per node (target: at most 0.200 s)
 
             {args.agents} nodes in one apply-mode job (job {big.job_id}, {big.node_states}):
@@ -135,11 +139,11 @@ def bare(puppet_root: Path, datadir: Path, certname: str) -> list[str]:
     """``puppet apply`` as the agent runs it, on the environment the server packed, in
     the agent's own Puppet folders, without the classifier (the node has no groups)."""
     envs = sorted(
-        (puppet_root.parent / "cache" / "environments").glob("*/production"),
+        (puppet_root.parent / "tasks-cache" / "environments").glob("*/production"),
         key=lambda p: p.stat().st_mtime,
     )
     if not envs:
-        raise RuntimeError(f"no unpacked environment under {puppet_root.parent / 'cache'}")
+        raise RuntimeError(f"no unpacked environment under {puppet_root.parent}")
     env = envs[-1]
     folders = {
         "confdir": "etc",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
+import os
 import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from podium.agent import taskrun
 from podium.agent.actions import StopSignal
 from podium.agent.actions.puppet import (
     PuppetDisable,
@@ -24,6 +30,7 @@ from podium.agent.actions.puppet import (
     PuppetStop,
     parse_resource,
     parse_run,
+    resources_of,
 )
 from podium.agent.config import AgentConfig
 from podium.agent.filecache import FileCache
@@ -68,6 +75,7 @@ class State:
     cache: FileCache
     packs: dict[str, bytes] = field(default_factory=dict)
     signals: dict[str, StopSignal] = field(default_factory=dict)
+    reported: list[msg.Message] = field(default_factory=list)
 
     def accepting(self, txid: str) -> bool:
         return False
@@ -79,6 +87,7 @@ class State:
         return self.signals.get(txid)
 
     def report(self, record: TransactionRecord, message: msg.Message) -> bool:
+        self.reported.append(message)
         return True
 
 
@@ -110,14 +119,40 @@ def request(agent: State, manifest: str, **overrides: Any) -> dict[str, Any]:
     return {"mode": "apply", "environment": "production", "code": code(data), **overrides}
 
 
+def record(agent: State, body: dict[str, Any], txid: str) -> TransactionRecord:
+    return agent.spool.create(
+        txid,
+        module="puppet",
+        action="run",
+        params=PuppetRun().stored(body),
+        requester="pcp://s/server",
+        now=T0,
+    )
+
+
 async def run(
     agent: State, body: dict[str, Any], txid: str = "tx-1", action: PuppetRun | None = None
 ) -> tuple[bool, dict[str, Any]]:
     action = action or PuppetRun()
-    record = agent.spool.create(
-        txid, module="puppet", action="run", params=body, requester="pcp://s/server", now=T0
-    )
-    return await action.run(agent, record, action.parse(body))
+    return await action.run(agent, record(agent, body, txid), action.parse(body))
+
+
+def state_dir(agent: State) -> Path:
+    assert agent.config.puppet_root is not None
+    return agent.config.puppet_root / "var" / "state"
+
+
+def fake_puppet_run(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A process Puppet would take for one of its runs (its name is puppet), holding
+    Puppet's run lock as a ``puppet agent`` daemon run does."""
+    program = tmp_path / "bin" / "puppet"
+    program.parent.mkdir(exist_ok=True)
+    shutil.copy("/bin/sleep", program)
+    process = subprocess.Popen([str(program), "600"])
+    state_dir_of = tmp_path / "puppet" / "var" / "state"
+    state_dir_of.mkdir(parents=True, exist_ok=True)
+    (state_dir_of / "agent_catalog_run.lock").write_text(str(process.pid))
+    return process
 
 
 # -- requests -------------------------------------------------------------------------
@@ -194,8 +229,15 @@ async def test_a_run_changes_then_finds_nothing_to_change(agent: State, tmp_path
     assert results["metrics"]["changed"] == 3
     assert (target / "motd").read_text() == "hello\n" and (target / "stamp").exists()
     assert results["report"]["certname"] == "node1.example"
+    (unpacked,) = (tmp_path / "cache" / "environments").iterdir()
+    first_unpack = unpacked.stat().st_ino
+    old = tmp_path / "cache" / "environments" / ("0" * 64)
+    old.mkdir()
+    os.utime(old, (0, 0))  # an environment no run used for a long time
     ok, again = await run(agent, body, "tx-2")
     assert ok and (again["status"], again["exit_code"], again["events"]) == ("unchanged", 0, [])
+    assert [p.name for p in (tmp_path / "cache" / "environments").iterdir()] == [unpacked.name]
+    assert unpacked.stat().st_ino == first_unpack  # unpacked once per SHA-256
     status = await PuppetStatus().answer(agent, {})
     assert status["enabled"] and not status["running"]
     assert status["last_run"]["status"] == "unchanged"
@@ -316,3 +358,112 @@ async def test_an_agent_run_without_a_server_fails_clearly(agent: State) -> None
     assert not ok
     assert results["_error"]["kind"] == "podium.puppet/run-failed"
     assert "127.0.0.1:1" in results["_error"]["msg"]
+
+
+@needs_puppet
+async def test_a_run_streams_its_output_and_keeps_no_classification_on_disk(
+    agent: State, tmp_path: Path
+) -> None:
+    body = request(
+        agent,
+        f"file {{ '{tmp_path}/secret': content => $password }}\n",
+        classification={"classes": {}, "parameters": {"password": "s3cret"}},
+    )
+    assert "classification" not in PuppetRun().stored(body)
+    ok, results = await run(agent, body, "tx-s", PuppetRun(output_interval=0.01))
+    assert ok, results.get("_error")
+    assert (tmp_path / "secret").read_text() == "s3cret"
+    streamed = "".join(
+        m.data for m in agent.reported if isinstance(m, msg.TaskOutput) and m.stream == "stdout"
+    )
+    assert "Notice: Applied catalog" in streamed
+    txdir = agent.spool.path("tx-s")
+    assert not (txdir / "enc.json").exists() and not (txdir / "enc").exists()
+    assert "s3cret" not in "".join(p.read_text(errors="replace") for p in txdir.iterdir())
+
+
+@needs_puppet
+async def test_a_run_past_its_timeout_is_stopped(agent: State, tmp_path: Path) -> None:
+    body = request(agent, "exec { 'wait': command => '/bin/sleep 60' }\n", timeout=2)
+    ok, results = await run(agent, body, "tx-t", PuppetRun(kill_grace=1.0))
+    assert not ok
+    assert results["_error"]["kind"] == "podium.puppet/timeout"
+    assert results["_error"]["msg"].startswith("puppet apply did not finish within 2 s")
+    assert runner.running_pid(state_dir(agent)) is None
+    assert not (state_dir(agent) / "agent_catalog_run.lock").exists()
+
+
+@needs_puppet
+async def test_a_run_outlives_the_agent_and_is_followed_after_a_restart(
+    agent: State, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    manifest = (
+        f"exec {{ 'wait': command => \"/bin/sh -c 'while [ ! -e {go} ]; do sleep 0.05; done'\" }}\n"
+        f"file {{ '{tmp_path}/done': content => 'x', require => Exec['wait'] }}\n"
+    )
+    body = request(agent, manifest)
+    action = PuppetRun()
+    started = record(agent, body, "tx-r")
+    running = asyncio.ensure_future(action.run(agent, started, action.parse(body)))
+    lock = state_dir(agent) / "agent_catalog_run.lock"
+    await until(lambda: runner.running_pid(state_dir(agent)) is not None, what="puppet to run")
+    running.cancel()  # the agent goes away
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    wrapper = taskrun.recorded_pid(agent.spool.path("tx-r"))
+    assert wrapper is not None and lock.exists()  # Puppet still runs
+    restarted = PuppetRun()
+    resumed = asyncio.ensure_future(restarted.resume(agent, started))
+    await until(lambda: restarted.busy, what="the restarted agent to follow the run")
+    go.touch()
+    ok, results = await asyncio.wait_for(resumed, DEADLINE)
+    assert ok, results.get("_error")
+    assert (results["status"], results["exit_code"]) == ("changed", 2)
+    assert (tmp_path / "done").exists() and not lock.exists()
+    # Resumed once more (the agent restarted again before it sent the result):
+    ok, again = await PuppetRun().resume(agent, started)
+    assert (ok, again["status"], again["exit_code"]) == (True, "changed", 2)
+
+
+@needs_puppet
+async def test_a_run_waits_for_puppets_own_run_up_to_its_timeout(
+    agent: State, tmp_path: Path
+) -> None:
+    daemon = fake_puppet_run(tmp_path)
+    try:
+        assert (await PuppetStatus().answer(agent, {}))["running"] is True
+        body = request(agent, f"file {{ '{tmp_path}/x': content => 'x' }}\n", timeout=1)
+        ok, results = await run(agent, body, "tx-w", PuppetRun(lock_poll=0.05))
+        assert (ok, results["_error"]["kind"]) == (False, "podium.puppet/timeout")
+        assert "another Puppet run held node1.example" in results["_error"]["msg"]
+        assert not (agent.spool.path("tx-w") / "pid").exists()  # never started
+        action = PuppetRun(lock_poll=0.05)
+        waiting = asyncio.ensure_future(run(agent, {**body, "timeout": None}, "tx-w2", action))
+        await until(lambda: action.busy, what="the run to wait for its turn")
+        assert not (agent.spool.path("tx-w2") / "pid").exists()
+    finally:
+        daemon.kill()
+        daemon.wait()
+    ok, results = await asyncio.wait_for(waiting, DEADLINE)
+    assert ok and (tmp_path / "x").read_text() == "x"
+
+
+@needs_puppet
+async def test_a_stale_run_lock_does_not_hold_runs_up(agent: State, tmp_path: Path) -> None:
+    state_dir(agent).mkdir(parents=True)
+    # The pid of a process that is not Puppet (this one): a run that died left it.
+    (state_dir(agent) / "agent_catalog_run.lock").write_text(str(os.getpid()))
+    assert runner.running_pid(state_dir(agent)) is None
+    ok, results = await run(agent, request(agent, f"file {{ '{tmp_path}/x': content => 'x' }}"))
+    assert ok, results.get("_error")
+
+
+@settings(suppress_health_check=list(HealthCheck), deadline=None, max_examples=200)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_puppet_resource_output_is_read_or_refused_with_a_validation_error(data: bytes) -> None:
+    try:
+        resources = resources_of(data)
+    except ValidationError:
+        return
+    assert all(set(r) == {"type", "title", "parameters"} for r in resources)

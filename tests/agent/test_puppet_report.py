@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,3 +181,180 @@ def test_a_report_with_odd_fields_gives_results_or_a_validation_error(fields: di
         return
     orjson.dumps(run_results(report, mode="apply", exit_code=2, now=NOW))
     failure_message(report)
+
+
+# Puppet before 6 wrote every object of its report with a Ruby tag, symbols as
+# !ruby/sym, and times as YAML timestamps: they read as plain data all the same.
+TAGGED = """\
+--- !ruby/object:Puppet::Transaction::Report
+host: old.example
+time: 2019-03-04 05:06:07.891234 +01:00
+configuration_version: 1551675967
+transaction_uuid: 0b9a3d4e-1111-2222-3333-444455556666
+report_format: 10
+puppet_version: 5.5.10
+status: changed
+noop: false
+noop_pending: false
+environment: production
+logs:
+- !ruby/object:Puppet::Util::Log
+  level: !ruby/sym notice
+  message: defined content as '{md5}abc'
+  source: /Stage[main]/Main/File[/etc/motd]/content
+  tags: !ruby/array:Puppet::Util::TagSet
+  - notice
+  - file
+  time: 2019-03-04 05:06:08.000000 +01:00
+  file: /etc/puppetlabs/code/environments/production/manifests/site.pp
+  line: 1
+metrics:
+  resources: !ruby/object:Puppet::Util::Metric
+    name: resources
+    label: Resources
+    values:
+    - - total
+      - Total
+      - 8
+    - - changed
+      - Changed
+      - 1
+  time: !ruby/object:Puppet::Util::Metric
+    name: time
+    label: Time
+    values:
+    - - total
+      - Total
+      - 1.5
+resource_statuses:
+  File[/etc/motd]: !ruby/object:Puppet::Resource::Status
+    title: /etc/motd
+    resource: File[/etc/motd]
+    resource_type: File
+    file: /etc/puppetlabs/code/environments/production/manifests/site.pp
+    line: 1
+    containment_path:
+    - Stage[main]
+    - Main
+    - File[/etc/motd]
+    time: 2019-03-04 05:06:07.950000 +01:00
+    failed: false
+    changed: true
+    skipped: false
+    events:
+    - !ruby/object:Puppet::Transaction::Event
+      property: content
+      previous_value: !ruby/sym absent
+      desired_value: "{md5}abc"
+      message: defined content as '{md5}abc'
+      name: !ruby/sym content_changed
+      status: success
+      time: 2019-03-04 05:06:07.960000 +01:00
+      corrective_change: false
+"""
+
+
+def test_ruby_tags_and_yaml_times_read_as_plain_data():
+    results = run_results(parse_report(TAGGED), mode="agent", exit_code=2, now=NOW)
+    assert results["start_time"] == "2019-03-04T04:06:07.891Z"
+    assert results["end_time"] == "2019-03-04T04:06:09.391Z"
+    assert (results["metrics"]["total"], results["metrics"]["changed"]) == (8, 1)
+    assert results["events"] == [
+        {
+            "resource_type": "File",
+            "resource_title": "/etc/motd",
+            "property": "content",
+            "old_value": "absent",
+            "new_value": "{md5}abc",
+            "status": "success",
+            "message": "defined content as '{md5}abc'",
+            "corrective_change": False,
+            "file": "/etc/puppetlabs/code/environments/production/manifests/site.pp",
+            "line": 1,
+            "timestamp": "2019-03-04T04:06:07.960Z",
+        }
+    ]
+    (log,) = results["logs"]
+    assert (log["level"], log["tags"], log["time"]) == (
+        "notice",
+        ["notice", "file"],
+        "2019-03-04T04:06:08.000Z",
+    )
+    assert results["report"]["resources"][0]["events"][0]["name"] == "content_changed"
+    orjson.dumps(results)
+
+
+@pytest.mark.parametrize(
+    "time",
+    ["'0001-01-01T00:00:00+01:00'", "9999-12-31 23:59:59 -01:00", "'9999-12-31T23:59:59Z'"],
+)
+def test_times_at_the_ends_of_the_calendar_are_read_or_refused(time: str) -> None:
+    text = (
+        f"host: n\nstatus: changed\ntime: {time}\n"
+        "metrics: {time: {values: [[total, Total, 100]]},"
+        " resources: {values: [[total, T, .inf]]}}\n"
+        "resource_statuses: {a: {time: '0001-01-01T00:00:00+05:00', line: 99999999999999999999}}\n"
+    )
+    try:
+        report = parse_report(text)
+    except ValidationError as exc:
+        assert "not a time" in exc.msg
+        return
+    results = run_results(report, mode="apply", exit_code=2, now=NOW)
+    assert results["metrics"]["total"] == 0
+    orjson.dumps(results)
+
+
+ruby_tags = st.sampled_from(
+    [
+        "",
+        "!ruby/sym ",
+        "!ruby/object:Puppet::Util::Log ",
+        "!ruby/object:Puppet::Transaction::Event ",
+        "!ruby/hash:Puppet::Util::Metric ",
+        "!ruby/array:Puppet::Util::TagSet ",
+        "!!binary ",
+        "!unknown ",
+    ]
+)
+
+
+@st.composite
+def tagged_yaml(draw: st.DrawFn, depth: int = 0) -> str:
+    """A YAML flow value, any node of it tagged as Puppet's reports are."""
+    tag = draw(ruby_tags)
+    kind = draw(st.sampled_from(["scalar", "list", "map"] if depth < 3 else ["scalar"]))
+    if kind == "scalar":
+        value = draw(
+            st.sampled_from(["x", "12", "1.5", ".nan", "-.inf", "~", "2024-01-01 00:00:00 +05:00"])
+            | st.text(alphabet="ab:- ", max_size=6)
+        )
+        return f"{tag}{json.dumps(value) if draw(st.booleans()) else value}"
+    items = draw(st.lists(tagged_yaml(depth + 1), max_size=3))
+    if kind == "list":
+        return f"{tag}[{', '.join(items)}]"
+    keys = ["host", "status", "time", "logs", "metrics", "resource_statuses", "events", "line"]
+    pairs = [f"{draw(st.sampled_from(keys))}: {item}" for item in items]
+    return f"{tag}{{{', '.join(pairs)}}}"
+
+
+@settings(suppress_health_check=list(HealthCheck), deadline=None, max_examples=300)
+@given(tagged_yaml())
+def test_tagged_yaml_is_read_or_refused_with_a_validation_error(text: str) -> None:
+    for document in (text, f"{{host: n, status: failed, time: '2024-01-01', logs: [{text}]}}"):
+        try:
+            report = parse_report(document)
+        except ValidationError:
+            continue
+        orjson.dumps(run_results(report, mode="apply", exit_code=4, now=NOW))
+        failure_message(report)
+    with contextlib.suppress(ValidationError):
+        parse_summary(text, NOW)
+
+
+@settings(suppress_health_check=list(HealthCheck), deadline=None, max_examples=300)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_read_or_refused_with_a_validation_error(data: bytes) -> None:
+    for parse in (parse_report, lambda d: parse_summary(d, NOW)):
+        with contextlib.suppress(ValidationError):
+            parse(data)

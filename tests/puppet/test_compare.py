@@ -110,6 +110,7 @@ def test_a_status_answer_reads_as_the_agent_sent_it() -> None:
 def test_a_disabled_agent_keeps_its_reason_and_an_enabled_one_has_none() -> None:
     assert parse_status(answer(enabled=False, disabled_message="why")).disabled_message == "why"
     assert parse_status(answer(disabled_message="stale")).disabled_message is None
+    assert parse_status(answer(enabled=False, disabled_message="")).disabled_message is None
     long = parse_status(answer(enabled=False, disabled_message="x" * 5000)).disabled_message
     assert long is not None and len(long) == 1000 and long.endswith("…")
 
@@ -242,6 +243,18 @@ def test_a_resource_nested_without_end_is_refused() -> None:
         deep = [deep]
     with pytest.raises(ProtocolError, match="nested deeper"):
         parse_resources({"resources": [motd(content=deep)]})
+
+
+def test_when_a_file_was_changed_is_left_out_of_its_state() -> None:
+    def read(mtime: str) -> tuple[Resource, ...]:
+        file = motd(ctime=mtime, mtime=mtime, content="{sha256}aa")
+        return parse_resources({"resources": [file]})
+
+    early, late = read("2026-12-02 10:44:48 +0000"), read("2026-12-03 08:00:00 +0000")
+    assert "mtime" not in early[0].parameters and "ctime" not in early[0].parameters
+    assert len(resource_groups({"a": early, "b": late})) == 1
+    other = {"type": "exec", "title": "x", "parameters": {"mtime": 1}}
+    assert parse_resources({"resources": [other]})[0].parameters == {"mtime": 1}
 
 
 def test_a_password_is_replaced_by_a_fingerprint_that_still_tells_values_apart() -> None:

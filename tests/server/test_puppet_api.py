@@ -458,6 +458,7 @@ async def test_passwords_are_shown_and_compared_by_a_fingerprint_only(
         ({"type": "file", "title": ""}, "title"),
         ({"type": "file", "title": "a\x00b"}, "title"),
         ({"type": "file", "title": "x" * 4097}, "title"),
+        ({"type": "file", "title": "--help"}, "title"),
         ({"type": "file", "timeout": 301}, "timeout"),
         ({}, "type"),
     ],

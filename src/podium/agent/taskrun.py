@@ -25,6 +25,9 @@ API:
   left by an earlier agent process). Past the deadline, or when it is asked to stop
   (a :class:`StopRequest`), it stops the task's process group: SIGTERM, then SIGKILL
   after a grace of :data:`KILL_GRACE` seconds.
+- :func:`start_command` and :func:`wait_ended` do the same for any command that is not
+  a task (``puppet apply``): the caller reads how it went (:func:`recorded_exit_code`,
+  the ``stdout``/``stderr`` files) by its own rules.
 - :func:`read_outcome` (blocking): the outcome recorded in a transaction folder.
 - The result rules themselves are in :mod:`podium.agent.results`.
 """
@@ -40,7 +43,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -58,6 +61,8 @@ from podium.errors import Conflict, ValidationError
 from podium.files import write_atomic
 
 Outcome = tuple[bool, dict[str, Any]]
+# How a command followed by wait_ended ended: by itself, on request, at its deadline.
+Ending = Literal["exited", "stopped", "timed-out"]
 
 # Output kept from each of stdout and stderr; the rest stays in the spool files.
 MAX_OUTPUT: Final = 8 * 1024 * 1024
@@ -147,6 +152,15 @@ def _exit_code(txdir: Path) -> int | None:
     return int(text) if text.endswith("\n") else None
 
 
+def recorded_exit_code(txdir: Path) -> int | None:
+    """The exit code the wrapper recorded; None if it recorded none (or one that cannot
+    be read)."""
+    try:
+        return _exit_code(txdir)
+    except ValueError:
+        return None
+
+
 def _has_ended(txdir: Path) -> bool:
     """Whether the wrapper has recorded how the task ended (even unreadably)."""
     try:
@@ -227,7 +241,43 @@ async def start_task(
     use_stdin, use_env = _input_channels(input_method)
     env = _task_environment(task_input if use_env else {}, stdin_too=use_stdin)
     stdin = json.dumps(task_input) if use_stdin else ""
-    popen = await asyncio.to_thread(_spawn, txdir, executable, installdir, stdin, env, time_limit)
+
+    def command() -> list[str]:
+        if not installdir.is_dir():
+            raise ValidationError(f"the task's install folder {installdir} does not exist")
+        return _command(executable.absolute())
+
+    popen = await asyncio.to_thread(
+        _spawn, txdir, command, installdir, stdin, env, time_limit, f"task {executable.name}"
+    )
+    _children[popen.pid] = (popen, txdir.name)
+    return popen.pid
+
+
+async def start_command(
+    txdir: Path,
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    time_limit: float | None = None,
+) -> int:
+    """Start a command that is not a task, detached from the agent as a task is, with
+    nothing on its stdin; returns the wrapper's pid, for :func:`wait_ended`.
+
+    ``env`` is the command's whole environment (by default the few harmless variables
+    a task inherits). With a ``time_limit`` (seconds), :func:`wait_ended` stops it that
+    long after it started.
+    """
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise ValidationError(f"a timeout must be a positive number, not {time_limit!r}")
+    if not argv:
+        raise ValidationError("no command to start")
+    if env is None:
+        env = _task_environment({}, stdin_too=True)
+    popen = await asyncio.to_thread(
+        _spawn, txdir, lambda: list(argv), cwd, "", env, time_limit, argv[0]
+    )
     _children[popen.pid] = (popen, txdir.name)
     return popen.pid
 
@@ -261,6 +311,42 @@ async def wait_task(
     the agent lost track of it. A task being stopped gets SIGTERM, then SIGKILL after
     ``kill_grace`` seconds (:data:`KILL_GRACE` by default).
     """
+    ending, deadline = await _wait(txdir, pid, stop, poll, kill_grace)
+    if ending == "stopped" and stop is not None:
+        return await asyncio.to_thread(read_stopped, txdir, stop.reason)
+    if ending == "timed-out":
+        assert deadline is not None
+        return await asyncio.to_thread(read_timed_out, txdir, deadline)
+    return await asyncio.to_thread(read_outcome, txdir, pid)
+
+
+async def wait_ended(
+    txdir: Path,
+    pid: int,
+    *,
+    stop: StopRequest | None = None,
+    # Timeouts
+    poll: float = 0.05,
+    kill_grace: float | None = None,
+) -> Ending:
+    """Wait for a command started by :func:`start_command` (or a task), here or by an
+    earlier agent process, stopping it as :func:`wait_task` does; how it ended.
+
+    ``exited``: it ended by itself (its exit code is recorded, unless the wrapper was
+    killed: :func:`recorded_exit_code` is then None); ``stopped``: on ``stop``'s
+    request; ``timed-out``: at its deadline.
+    """
+    ending, _ = await _wait(txdir, pid, stop, poll, kill_grace)
+    return ending
+
+
+async def _wait(
+    txdir: Path,
+    pid: int,
+    stop: StopRequest | None,
+    poll: float,
+    kill_grace: float | None,
+) -> tuple[Ending, Deadline | None]:
     child = _children.get(pid)
     popen = child[0] if child is not None and child[1] == txdir.name else None
     deadline = await asyncio.to_thread(read_deadline, txdir)
@@ -271,11 +357,10 @@ async def wait_task(
         await _stop(txdir, pid, popen, poll, grace)
         _forget(pid, popen)
         if why == "stop" and stop is not None:
-            return await asyncio.to_thread(read_stopped, txdir, stop.reason)
-        assert deadline is not None
-        return await asyncio.to_thread(read_timed_out, txdir, deadline)
+            return "stopped", deadline
+        return "timed-out", deadline
     _forget(pid, popen)
-    return await asyncio.to_thread(read_outcome, txdir, pid)
+    return "exited", deadline
 
 
 async def _ending(
@@ -469,19 +554,19 @@ def _task_environment(task_input: dict[str, Any], *, stdin_too: bool) -> dict[st
 
 def _spawn(
     txdir: Path,
-    executable: Path,
-    installdir: Path,
+    command: Callable[[], list[str]],
+    cwd: Path,
     stdin: str,
     env: dict[str, str],
     time_limit: float | None,
+    what: str,
 ) -> subprocess.Popen[bytes]:
-    """Write the task's stdin and deadline, start the wrapper (blocking: in a thread)."""
-    if not installdir.is_dir():
-        raise ValidationError(f"the task's install folder {installdir} does not exist")
+    """Write the stdin and deadline, start the wrapper running ``command()`` (blocking:
+    in a thread)."""
     txdir = txdir.absolute()
     if (txdir / "exitcode").exists() or (txdir / "pid").exists():
         raise Conflict(f"{txdir} already holds a task that started; a transaction runs once")
-    argv = _command(executable.absolute())
+    argv = command()
     txdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(txdir / "stdin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -495,13 +580,13 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            cwd=installdir,
+            cwd=cwd,
             env=env,
             start_new_session=True,
         )
     except OSError as exc:
         discard_input(txdir)
-        raise ValidationError(f"cannot start task {executable.name}: {exc}") from exc
+        raise ValidationError(f"cannot start {what}: {exc}") from exc
 
 
 def discard_input(txdir: Path) -> None:

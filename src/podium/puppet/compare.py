@@ -34,6 +34,9 @@ MAX_MESSAGE: Final = 1000  # characters of a disabled agent's reason that are ke
 # Parameters whose value is a secret (a user's password hash): shown and compared by a
 # fingerprint of the value, never the value.
 SENSITIVE_PARAMETERS: Final = frozenset({"password"})
+# Parameters that differ between nodes whose resources are the same (when a file was
+# written is not what it holds): left out, or no two nodes would ever be alike.
+VOLATILE_PARAMETERS: Final = {"file": frozenset({"ctime", "mtime"})}
 _INVALID = "podium.puppet/invalid-answer"
 _MAX_DEPTH = 64
 
@@ -100,7 +103,9 @@ def parse_status(results: object) -> PuppetStatus:
     enabled = _bool(data.get("enabled"), "enabled")
     running = _bool(data.get("running", False), "running")
     message = _optional_text(data.get("disabled_message"), "disabled_message")
-    if message is not None and len(message) > MAX_MESSAGE:
+    if not message:
+        message = None  # "no reason given", however the node says it
+    elif len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     raw_run = data.get("last_run")
     return PuppetStatus(
@@ -226,8 +231,9 @@ class Resource:
 
 
 def parse_resources(results: object) -> tuple[Resource, ...]:
-    """A node's ``puppet/resource`` answer, checked, sorted by type and title, with
-    :data:`SENSITIVE_PARAMETERS` replaced by a fingerprint of their value."""
+    """A node's ``puppet/resource`` answer, checked, sorted by type and title, without
+    :data:`VOLATILE_PARAMETERS` and with :data:`SENSITIVE_PARAMETERS` replaced by a
+    fingerprint of their value."""
     data = _object(results, "the answer")
     items = data.get("resources")
     if not isinstance(items, list):
@@ -246,7 +252,7 @@ def parse_resources(results: object) -> tuple[Resource, ...]:
         key = (kind, title)
         if key in found:
             raise _invalid(f"the answer names {kind} {_shown(title)} twice")
-        found[key] = Resource(kind, title, _redacted(parameters))
+        found[key] = Resource(kind, title, _redacted(kind, parameters))
     return tuple(found[k] for k in sorted(found))
 
 
@@ -262,10 +268,12 @@ def fingerprint(value: Any) -> str:
 _FINGERPRINT: Final = re.compile(r"\(sensitive: sha256 [0-9a-f]{16}\)")
 
 
-def _redacted(parameters: Mapping[str, Any]) -> dict[str, Any]:
+def _redacted(kind: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    volatile = VOLATILE_PARAMETERS.get(kind, frozenset())
     return {
         name: fingerprint(value) if name in SENSITIVE_PARAMETERS else value
         for name, value in parameters.items()
+        if name not in volatile
     }
 
 

@@ -124,10 +124,11 @@ class ResourceCommand(Strict):
     def _title(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value or len(value) > MAX_TITLE or "\x00" in value:
+        # `puppet resource` would take a title starting with "-" for an option.
+        if not value or len(value) > MAX_TITLE or "\x00" in value or value.startswith("-"):
             raise ValueError(
-                f"a title is 1 to {MAX_TITLE} characters without NUL; leave it out to read "
-                "every resource of the type"
+                f"a title is 1 to {MAX_TITLE} characters without NUL, not starting with "
+                "'-'; leave it out to read every resource of the type"
             )
         return value
 

@@ -15,33 +15,45 @@
                     "parameters": {variable: value}}, given to Puppet by an ENC script
     timeout         seconds, optional: the run is stopped then
 
-Any other key is refused. One run goes at a time: a run waits for the one before it,
-and for a Puppet run Podium did not start (Puppet's own run lock). A disabled node
+Any other key is refused; the classification is not written to the spool (its
+parameters may hold secrets), and the copy Puppet reads is removed after the run. One
+run goes at a time: a run waits for the one before it, and for a Puppet run Podium did
+not start (Puppet's own run lock), up to its timeout. A disabled node
 (``agent_disabled.lock``, as ``puppet agent --disable`` writes it) does not run.
+
+Puppet runs as a task does (:mod:`podium.agent.taskrun`): under a detached wrapper, its
+output in the transaction's ``stdout`` and ``stderr`` and streamed to the controller
+that asked (:mod:`podium.agent.output`), its deadline in the spool folder. It thus
+outlives an agent restart, and the restarted agent follows it to its end (and stops it
+at its deadline).
 
 The results are Puppet's report read by :mod:`podium.agent.puppet.report`; a run that
 failed (exit code 4 or 6, another code, or no report) also carries an ``_error`` of
-kind ``podium.puppet/run-failed`` naming the failed resources. Puppet's output is kept
-in the transaction's spool folder.
+kind ``podium.puppet/run-failed`` naming the failed resources.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import math
 import os
 import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
+from podium.agent import taskrun
 from podium.agent.actions import AgentState, ImmediateAction, Outcome, SpooledAction, StopSignal
 from podium.agent.actions.task import parse_stop
 from podium.agent.filecache import check_spec
+from podium.agent.output import OUTPUT_INTERVAL, OUTPUT_LIMIT, OutputFollower
 from podium.agent.puppet import report as reports
 from podium.agent.puppet import runner
 from podium.agent.results import stopped_error
@@ -62,11 +74,14 @@ STDERR_LINES: Final = 10
 _PARAMS: Final = frozenset(
     {"mode", "environment", "noop", "code", "classification", "timeout", *runner.FLAGS}
 )
+_NOT_STORED: Final = "classification"  # its parameters may hold secrets
 _ENVIRONMENT: Final = re.compile(r"\A[a-z0-9_]+\Z")
 _CLASS: Final = re.compile(r"\A(?:::)?[a-z][a-z0-9_]*(?:::[a-z][a-z0-9_]*)*\Z")
 _VARIABLE: Final = re.compile(r"\A[a-z_][A-Za-z0-9_]*\Z")
 _TYPE: Final = re.compile(r"\A[a-z][a-z0-9_]*(?:::[a-z][a-z0-9_]*)*\Z")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -167,11 +182,16 @@ class PuppetRun(SpooledAction[PuppetRequest]):
         # Timeouts
         kill_grace: float = KILL_GRACE,
         lock_poll: float = 0.1,
+        output_interval: float = OUTPUT_INTERVAL,
+        # Limits
+        output_limit: int = OUTPUT_LIMIT,
         # For agent mode: extra options of `puppet agent` (a server to use, in tests)
         agent_options: tuple[str, ...] = (),
     ) -> None:
         self.kill_grace = kill_grace
         self.lock_poll = lock_poll
+        self.output_interval = output_interval
+        self.output_limit = output_limit
         self.agent_options = agent_options
         self._one_at_a_time = asyncio.Lock()
 
@@ -183,15 +203,33 @@ class PuppetRun(SpooledAction[PuppetRequest]):
     def parse(self, params: dict[str, Any]) -> PuppetRequest:
         return parse_run(params)
 
+    def stored(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != _NOT_STORED}
+
     def stopped(self, record: TransactionRecord, reason: str | None) -> Outcome:
         return False, {"_error": stopped_error(reason)}
 
     async def run(
         self, agent: AgentState, record: TransactionRecord, request: PuppetRequest
     ) -> Outcome:
+        txdir = agent.spool.path(record.transaction_id)
+        started: list[int] = []
+        try:
+            return await self._run(agent, record, request, txdir, started)
+        finally:
+            if not started:  # the classification is removed once the run has ended
+                await asyncio.to_thread(runner.remove_enc, txdir)
+
+    async def _run(
+        self,
+        agent: AgentState,
+        record: TransactionRecord,
+        request: PuppetRequest,
+        txdir: Path,
+        started: list[int],
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = None if request.timeout is None else loop.time() + request.timeout
-        txdir = agent.spool.path(record.transaction_id)
         stop = agent.stop_signal(record.transaction_id)
         config = agent.config
         state = runner.statedir(config.puppet_root)
@@ -239,40 +277,68 @@ class PuppetRun(SpooledAction[PuppetRequest]):
         if turn is None:
             return self.stopped(record, stop.reason if stop else None)
         if not turn:
-            return False, _error(
-                TIMEOUT,
-                f"another Puppet run held {config.certname} for the whole timeout of "
-                f"{request.timeout:g} s; this one was not started",
-                {"timeout": request.timeout},
-            )
+            return False, _held_up(config.certname, request.timeout)
         try:
+            if stop is not None and stop.requested:  # as its turn came
+                return self.stopped(record, stop.reason)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False, _held_up(config.certname, request.timeout)
             refused = await _refusal(agent, state)  # it may have been disabled meanwhile
             if refused is not None:
                 return False, refused
-            return await self._run(agent, txdir, state, command, request, deadline, stop)
+            try:
+                pid = await taskrun.start_command(
+                    txdir, command, cwd=txdir, env=_environment(), time_limit=left
+                )
+            except ValidationError as exc:  # the command could not be started
+                return False, _error(
+                    NOT_INSTALLED,
+                    f"{exc.msg}; set puppet_bin (--puppet-bin) to the puppet command",
+                    {"puppet_bin": config.puppet_bin},
+                )
+            started.append(pid)
+            if request.mode == "apply":  # puppet apply takes no lock; puppet agent runs wait
+                await asyncio.to_thread(runner.hold_run_lock, state, txdir, pid, puppet)
+            return await self._follow(agent, record, txdir, pid, stop, resume=False)
         finally:
             self._one_at_a_time.release()
 
     async def resume(self, agent: AgentState, record: TransactionRecord) -> Outcome:
         txdir = agent.spool.path(record.transaction_id)
+        left, pid = await asyncio.to_thread(_left_behind, txdir)
+        if left == "running" and pid is not None:
+            stop = agent.stop_signal(record.transaction_id)
+            async with self._one_at_a_time:  # a new run waits for this one
+                return await self._follow(agent, record, txdir, pid, stop, resume=True)
         mode = str(record.params.get("mode", "apply"))
+        if left == "ended":
+            exit_code = await asyncio.to_thread(taskrun.recorded_exit_code, txdir)
+            return await asyncio.to_thread(_ended, agent, txdir, mode, exit_code)
         if await asyncio.to_thread((txdir / runner.REPORT).is_file):
-            return await asyncio.to_thread(_outcome, agent, txdir, mode, None)
+            # The node restarted after Puppet wrote its report (a run that rebooted it).
+            return await asyncio.to_thread(_ended, agent, txdir, mode, None)
+        if left == "lost":
+            return False, _error(
+                "podium.agent/lost",
+                "the node restarted while Puppet ran and Puppet wrote no report; "
+                "the run's outcome is unknown: run it again",
+            )
         return False, _error(
             "podium.agent/interrupted",
-            "the agent restarted during the Puppet run; its outcome is unknown",
+            "the agent stopped before the Puppet run started; it was not run",
         )
 
     async def _prepare(self, agent: AgentState, txdir: Path, request: PuppetRequest) -> Path:
         """The unpacked environments' folder, with the ENC written in ``txdir``."""
         assert request.code is not None
         tarball = await agent.cache.get(request.code)
+        environments = agent.cache.root / "environments"
         root = await asyncio.to_thread(
-            runner.unpack,
-            tarball,
-            agent.cache.root / "environments",
-            request.code["sha256"].lower(),
+            runner.unpack, tarball, environments, request.code["sha256"].lower()
         )
+        cutoff = time.time() - agent.config.cache_ttl.total_seconds()
+        await asyncio.to_thread(runner.prune, environments, root, cutoff)
         if not await asyncio.to_thread((root / request.environment / "manifests").is_dir):
             names = await asyncio.to_thread(runner.environment_names, root)
             raise ValidationError(
@@ -294,81 +360,108 @@ class PuppetRun(SpooledAction[PuppetRequest]):
             await asyncio.wait_for(self._one_at_a_time.acquire(), left)
         except TimeoutError:
             return False
-        delay = self.lock_poll
-        while await asyncio.to_thread(runner.running_pid, state) is not None:
-            if deadline is not None and loop.time() + delay > deadline:
-                self._one_at_a_time.release()
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        try:
+            delay = self.lock_poll
+            while await asyncio.to_thread(runner.running_pid, state) is not None:
+                if deadline is not None and loop.time() + delay > deadline:
+                    self._one_at_a_time.release()
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        except BaseException:  # stopped while it waited: the node is not held
+            self._one_at_a_time.release()
+            raise
         return True
 
-    async def _run(
+    async def _follow(
         self,
         agent: AgentState,
+        record: TransactionRecord,
         txdir: Path,
-        state: Path,
-        command: list[str],
-        request: PuppetRequest,
-        deadline: float | None,
+        pid: int,
         stop: StopSignal | None,
+        *,
+        resume: bool,
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
-        stdout, stderr = await asyncio.to_thread(_open_output, txdir)
+        """The run's outcome, its output streamed meanwhile and flushed before it."""
+        follower = OutputFollower(
+            txdir,
+            record.transaction_id,
+            functools.partial(agent.report, record),
+            resume=resume,
+            interval=self.output_interval,
+            limit=self.output_limit,
+        )
+        ended = asyncio.Event()
+        streaming = asyncio.ensure_future(follower.follow(ended))
         try:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        except OSError as exc:
+            ending = await taskrun.wait_ended(txdir, pid, stop=stop, kill_grace=self.kill_grace)
+        except BaseException:
+            streaming.cancel()
+            raise
+        ended.set()
+        try:
+            await streaming  # the last of the output goes before the result
+        except Exception:  # streaming is best effort: never lose the result to it
+            log.exception("streaming the output of %s failed", record.transaction_id)
+        await asyncio.to_thread(_clean_up, agent, txdir)
+        mode = str(record.params.get("mode", "apply"))
+        if ending == "stopped":
+            return False, {"_error": stopped_error(stop.reason if stop is not None else None)}
+        if ending == "timed-out":
+            timeout = record.params.get("timeout")
+            deadline = await asyncio.to_thread(taskrun.read_deadline, txdir)
+            shown = timeout if isinstance(timeout, int | float) else None
+            if shown is None and deadline is not None:
+                shown = deadline.timeout
             return False, _error(
-                NOT_INSTALLED,
-                f"{command[0]} could not be started: {exc.strerror or exc}; "
-                "set puppet_bin (--puppet-bin) to the puppet command",
-                {"puppet_bin": agent.config.puppet_bin},
+                TIMEOUT,
+                f"puppet {mode} did not finish within {shown or 0:g} s and was stopped: "
+                f"{_last_lines(txdir) or 'it printed nothing'}",
+                {"timeout": shown},
             )
-        finally:
-            stdout.close()
-            stderr.close()
-        lock = state / runner.RUN_LOCK
-        if request.mode == "apply":  # puppet apply takes no lock; puppet agent runs wait
-            await asyncio.to_thread(_write_lock, lock, process.pid)
-        try:
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(process.wait())]
-            if stop is not None:
-                waits.append(asyncio.ensure_future(stop.wait()))
-            left = None if deadline is None else max(deadline - loop.time(), 0)
-            await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            for future in waits[1:]:
-                future.cancel()
-            if process.returncode is None:
-                await self._kill(process)
-                if stop is not None and stop.requested:
-                    return False, {"_error": stopped_error(stop.reason)}
-                return False, _error(
-                    TIMEOUT,
-                    f"puppet {request.mode} did not finish within {request.timeout:g} s "
-                    "and was stopped",
-                    {"timeout": request.timeout},
-                )
-        finally:
-            if request.mode == "apply":
-                await asyncio.to_thread(_remove_lock, lock, process.pid)
-        return await asyncio.to_thread(_outcome, agent, txdir, request.mode, process.returncode)
+        exit_code = await asyncio.to_thread(taskrun.recorded_exit_code, txdir)
+        return await asyncio.to_thread(_outcome, agent, txdir, mode, exit_code)
 
-    async def _kill(self, process: asyncio.subprocess.Process) -> None:
-        """SIGTERM to the run's process group, SIGKILL after the grace period."""
-        for sig, wait in ((signal.SIGTERM, self.kill_grace), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                await asyncio.wait_for(process.wait(), wait)
-                return
-            except TimeoutError:
-                continue
+
+def _held_up(certname: str, timeout: float | None) -> dict[str, Any]:
+    return _error(
+        TIMEOUT,
+        f"another Puppet run held {certname} for the whole timeout of {timeout or 0:g} s; "
+        "this one was not started",
+        {"timeout": timeout},
+    )
+
+
+def _left_behind(txdir: Path) -> tuple[str, int | None]:
+    """How an earlier agent process left a run (blocking): ``running`` (the wrapper's
+    pid), ``ended``, ``lost`` (it ran before the node rebooted) or ``unstarted``."""
+    pid = taskrun.recorded_pid(txdir)
+    if pid is not None:
+        return "running", pid
+    if (txdir / "exitcode").exists():
+        return "ended", None
+    if (txdir / "pid").exists():
+        return "lost", None
+    return "unstarted", None
+
+
+def _clean_up(agent: AgentState, txdir: Path) -> None:
+    """After a run (blocking): its classification removed, Puppet's run lock given back."""
+    runner.remove_enc(txdir)
+    runner.release_run_lock(runner.statedir(agent.config.puppet_root), txdir)
+
+
+def _ended(agent: AgentState, txdir: Path, mode: str, exit_code: int | None) -> Outcome:
+    """The outcome of a run an earlier agent process followed (blocking)."""
+    _clean_up(agent, txdir)
+    return _outcome(agent, txdir, mode, exit_code)
+
+
+def _environment() -> dict[str, str]:
+    """Puppet's environment: the agent's, without Podium's own settings (the enrollment
+    token may be among them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
 
 
 def _outcome(agent: AgentState, txdir: Path, mode: str, exit_code: int | None) -> Outcome:
@@ -413,29 +506,6 @@ def _last_lines(txdir: Path) -> str:
         if lines:
             return " | ".join(lines[-STDERR_LINES:])[-2000:]
     return ""
-
-
-def _open_output(txdir: Path) -> tuple[BinaryIO, BinaryIO]:
-    """Puppet's stdout and stderr files in ``txdir``; an earlier report is removed."""
-    with contextlib.suppress(FileNotFoundError):
-        (txdir / runner.REPORT).unlink()
-    stdout = open(txdir / runner.STDOUT, "wb")  # noqa: SIM115 (closed by the caller)
-    try:
-        return stdout, open(txdir / runner.STDERR, "wb")
-    except BaseException:
-        stdout.close()
-        raise
-
-
-def _write_lock(lock: Path, pid: int) -> None:
-    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    lock.write_text(str(pid))
-
-
-def _remove_lock(lock: Path, pid: int) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        if int(lock.read_text().strip()) == pid:
-            lock.unlink()
 
 
 async def _refusal(agent: AgentState, state: Path) -> dict[str, Any] | None:
@@ -551,16 +621,17 @@ class PuppetDisable(PuppetStatus):
 async def status(agent: AgentState, runs: PuppetRun | None) -> dict[str, Any]:
     """What ``puppet``/``status`` answers."""
     return await asyncio.to_thread(
-        _status, runner.statedir(agent.config.puppet_root), runs is not None and runs.busy
+        _status, agent.config.puppet_root, runs is not None and runs.busy
     )
 
 
-def _status(state: Path, busy: bool) -> dict[str, Any]:
+def _status(root: Path | None, busy: bool) -> dict[str, Any]:
+    state = runner.statedir(root)
     message = runner.disabled_message(state)
     last_run: dict[str, Any] | None = None
     since: float | None = None
     try:
-        text = (state / runner.SUMMARY).read_bytes()
+        text = runner.summary_file(root).read_bytes()
     except OSError:
         text = None
     if text is not None:

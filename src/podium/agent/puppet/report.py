@@ -16,6 +16,7 @@ that is not what Puppet writes raises :class:`~podium.errors.ValidationError` on
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -100,7 +101,7 @@ def run_results(
     wire = store_report(report, producer_timestamp=now)
     resources = _resource_metrics(report)
     events = _events(wire)
-    metrics = {name: int(resources.get(name, 0)) for name in RESOURCE_METRICS}
+    metrics = {name: _count(resources.get(name)) for name in RESOURCE_METRICS}
     metrics["noop"] = sum(1 for event in events if event["status"] == "noop")
     return {
         "status": report["status"],
@@ -131,7 +132,10 @@ def store_report(
     """The report as the payload of PuppetDB's ``store report`` command, version 8."""
     start = _time(report.get("time"), "the report's time")
     assert start is not None
-    end = start + timedelta(seconds=_duration(report))
+    try:
+        end = start + timedelta(seconds=_duration(report))
+    except OverflowError:  # a start at the end of time
+        end = start
     noop = bool(report.get("noop"))
     resources = []
     for status in _statuses(report):
@@ -303,7 +307,7 @@ def parse_summary(text: str | bytes, now: datetime) -> tuple[dict[str, Any], flo
         "resources": resources,
         "events": events,
         "changes": changes,
-        "duration": float(total) if isinstance(total, int | float) else None,
+        "duration": float(total) if isinstance(total, int | float) and total >= 0 else None,
     }
     since = (now - when).total_seconds() if when is not None else None
     return last_run, since
@@ -342,10 +346,9 @@ def _metrics(report: dict[str, Any]) -> dict[str, dict[str, float | int]]:
     for category, metric in _mapping(report.get("metrics")).items():
         values: dict[str, float | int] = {}
         for row in _list(_mapping(metric).get("values")):
-            if isinstance(row, list) and len(row) == 3 and isinstance(row[0], str):
-                value = row[2]
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    values[row[0]] = value
+            good = isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
+            if good and _is_number(row[2]):
+                values[row[0]] = row[2]
         if isinstance(category, str):
             found[category] = values
     return found
@@ -373,7 +376,10 @@ def _time(value: object, what: str | None = None) -> datetime | None:
         except ValueError:
             when = None
     if when is not None:
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        try:
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 moved out of range by its offset
+            when = None
     if when is None and what is not None:
         raise ValidationError(f"{what} is not a time: {value!r:.80}")
     return when
@@ -397,7 +403,18 @@ def _text(value: object) -> str | None:
 
 
 def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An integer JSON carries (64 bits); None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
+
+
+def _count(value: object) -> int:
+    """A metric's value as a whole count (0 when it is none)."""
+    if isinstance(value, float) and math.isfinite(value):
+        value = int(value)
+    found = _int(value)
+    return found if found is not None and found >= 0 else 0
 
 
 def _list(value: object) -> list[Any]:
@@ -413,11 +430,16 @@ def _mappings(value: object) -> list[dict[str, Any]]:
 
 
 def _numbers(value: object) -> dict[str, float | int]:
-    return {
-        k: v
-        for k, v in _mapping(value).items()
-        if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    """The finite numbers of a mapping, by name (JSON carries no others)."""
+    return {k: v for k, v in _mapping(value).items() if isinstance(k, str) and _is_number(v)}
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _plain(value: object, depth: int = 0) -> Any:

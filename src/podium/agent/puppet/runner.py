@@ -3,7 +3,10 @@ the node classifier script, and Puppet's own lock files in its state folder.
 
 Command lines are data (pure); the rest touches the disk and blocks (run it in a
 thread). Puppet's own folders are its defaults unless the agent's ``puppet_root`` is
-set: then every folder lies under it (:func:`puppet_dirs`).
+set: then every folder lies under it (:func:`puppet_dirs`). Without it, the state folder
+and the public folder (where the lock files and ``last_run_summary.yaml`` are) are
+Puppet's defaults for the package installed (:func:`statedir`, :func:`publicdir`): a
+``puppet.conf`` that moves them is not read, so that no run pays for asking Puppet.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
@@ -25,9 +30,13 @@ SUMMARY: Final = "last_run_summary.yaml"
 REPORT: Final = "report.yaml"  # in the transaction's folder
 ENC: Final = "enc"
 ENC_DATA: Final = "enc.json"
-STDOUT: Final = "puppet.out"
-STDERR: Final = "puppet.err"
+STDOUT: Final = "stdout"  # in the transaction's folder, as a task's (podium.agent.taskrun)
+STDERR: Final = "stderr"
+LOCK_PID: Final = "lockpid"  # the pid Podium wrote in Puppet's run lock, to remove it
 FLAGS: Final = ("debug", "trace", "evaltrace")
+_AIO: Final = Path("/opt/puppetlabs/puppet")  # Puppet's own package; else Debian's layout
+# What Puppet takes for a live run's process (Puppet::Util::Pidlock): ruby running puppet.
+_PUPPET_COMM: Final = re.compile(r"puppet(-.*)?\Z")
 
 
 def puppet_dirs(root: Path | None) -> list[str]:
@@ -47,15 +56,34 @@ def puppet_dirs(root: Path | None) -> list[str]:
 
 
 def statedir(root: Path | None) -> Path:
-    """Puppet's state folder (``<vardir>/state``), where its lock files and run summary
-    are. Without ``root``, Puppet's default vardir: the AIO package's, else Debian's, as
-    root; ``~/.puppetlabs/opt/puppet/cache`` otherwise."""
+    """Puppet's state folder (``<vardir>/state``), where its lock files are."""
     if root is not None:
         return root / "var" / "state"
-    if os.geteuid() != 0:
-        return Path.home() / ".puppetlabs" / "opt" / "puppet" / "cache" / "state"
-    aio = Path("/opt/puppetlabs/puppet/cache")
-    return (aio if aio.is_dir() else Path("/var/cache/puppet")) / "state"
+    return _default_vardir() / "state"
+
+
+def publicdir(root: Path | None) -> Path:
+    """Puppet's public folder, where it writes ``last_run_summary.yaml``."""
+    if root is not None:
+        return root / "public"
+    aio = _AIO.is_dir()
+    if os.geteuid() == 0:
+        return _AIO / "public" if aio else Path("/var/cache/puppet/public")
+    home = Path.home()
+    return home / ".puppetlabs/opt/puppet/public" if aio else home / ".puppet/cache/public"
+
+
+def summary_file(root: Path | None) -> Path:
+    return publicdir(root) / SUMMARY
+
+
+def _default_vardir() -> Path:
+    """Puppet's default vardir: the AIO package's if it is installed, else Debian's."""
+    aio = _AIO.is_dir()
+    if os.geteuid() == 0:
+        return _AIO / "cache" if aio else Path("/var/cache/puppet")
+    home = Path.home()
+    return home / ".puppetlabs/opt/puppet/cache" if aio else home / ".puppet/cache"
 
 
 def run_flags(noop: bool | None, flags: dict[str, bool]) -> list[str]:
@@ -88,7 +116,6 @@ def apply_command(
         f"--external_nodes={txdir / ENC}",
         f"--certname={certname}",
         f"--lastrunreport={txdir / REPORT}",
-        f"--lastrunfile={statedir(root) / SUMMARY}",
         *run_flags(noop, flags),
         str(environments / environment / "manifests"),
     ]
@@ -183,6 +210,29 @@ def environment_names(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
+def prune(root: Path, keep: Path, cutoff: float) -> int:
+    """Mark ``keep`` (an unpacked pack) used now and remove the unpacked packs beside it
+    not used since ``cutoff`` (unix time), and unpacks left half done; how many went."""
+    with contextlib.suppress(OSError):
+        os.utime(keep)
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.path == str(keep):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 # -- the node classifier --------------------------------------------------------------
 
 
@@ -190,19 +240,27 @@ def write_enc(txdir: Path, environment: str, classification: dict[str, Any]) -> 
     """The ENC script Puppet runs for the node's classes and top-scope variables: it
     prints a JSON file (JSON is YAML) whatever node it is asked about."""
     data = txdir / ENC_DATA
-    data.write_text(
-        json.dumps(
-            {
-                "classes": classification.get("classes") or {},
-                "parameters": classification.get("parameters") or {},
-                "environment": environment,
-            }
-        )
-    )
+    node = {
+        "classes": classification.get("classes") or {},
+        "parameters": classification.get("parameters") or {},
+        "environment": environment,
+    }
+    # The parameters may hold secrets: readable by the agent's user only, removed after
+    # the run (remove_enc).
+    fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(node, f, ensure_ascii=False)
     script = txdir / ENC
     script.write_text(f"#!/bin/sh\nexec cat {_quote(str(data))}\n")
     script.chmod(0o700)
     return script
+
+
+def remove_enc(txdir: Path) -> None:
+    """The classification removed once Puppet no longer needs it."""
+    for name in (ENC_DATA, ENC):
+        with contextlib.suppress(FileNotFoundError):
+            (txdir / name).unlink()
 
 
 def _quote(text: str) -> str:
@@ -241,17 +299,101 @@ def enable(state: Path) -> None:
 
 
 def running_pid(state: Path) -> int | None:
-    """The pid in Puppet's run lock when that process lives (a Puppet run is going on)."""
+    """The pid in Puppet's run lock when it is a live Puppet process (a run is going on);
+    a lock left by a run that died, its pid since given to another program, is stale
+    (Puppet's own rule)."""
     try:
         pid = int((state / RUN_LOCK).read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if _is_puppet(pid) else None
+
+
+def _is_puppet(pid: int) -> bool:
     if pid <= 0:
-        return None
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        comm = Path(f"/proc/{pid}/comm").read_text(errors="replace").strip()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False  # it has just ended
+    except OSError:
+        return True  # no /proc here: trust kill()
+    if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
+        return False
+    return ("ruby" in comm and b"puppet" in args) or bool(_PUPPET_COMM.search(comm))
+
+
+def hold_run_lock(
+    state: Path, txdir: Path, wrapper: int, program: str, *, wait: float = 2.0
+) -> int | None:
+    """Write the pid of ``program`` (``puppet apply``, which takes no lock of its own),
+    run by the wrapper ``wrapper``, in Puppet's run lock, so that a ``puppet agent`` run
+    started meanwhile waits for it; the pid, or None if it is already gone."""
+    deadline = time.monotonic() + wait
+    pid = None
+    while pid is None:
+        pid = _running(wrapper, program)
+        if pid is None:
+            if time.monotonic() > deadline or not _is_alive(wrapper):
+                return None
+            time.sleep(0.005)
+    state.mkdir(parents=True, exist_ok=True, mode=0o750)
+    lock = state / RUN_LOCK
+    temporary = lock.with_name(f".{RUN_LOCK}.{os.getpid()}")
+    temporary.write_text(str(pid))
+    temporary.replace(lock)
+    (txdir / LOCK_PID).write_text(str(pid))
     return pid
+
+
+def release_run_lock(state: Path, txdir: Path) -> None:
+    """Remove the run lock :func:`hold_run_lock` wrote, if it still names that pid."""
+    try:
+        pid = int((txdir / LOCK_PID).read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        if int((state / RUN_LOCK).read_text().strip()) == pid:
+            (state / RUN_LOCK).unlink()
+    with contextlib.suppress(OSError):
+        (txdir / LOCK_PID).unlink()
+
+
+def _running(wrapper: int, program: str) -> int | None:
+    """The child of ``wrapper`` that runs ``program`` (once it has started it: until
+    then the child is a copy of the wrapper, and the wrapper has other children)."""
+    try:
+        own = Path(f"/proc/{wrapper}/cmdline").read_bytes()
+        children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if argv != own and os.fsencode(program) in argv.split(b"\0"):
+            return int(child)
+    return None
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
