@@ -542,7 +542,7 @@ class InventoryStore:
             finally:
                 running.clear()
 
-        threading.Thread(target=run, name="podium-inventory-analyze", daemon=True).start()
+        self.store.in_background(run, "podium-inventory-analyze")
 
 
 _BY_STORE: weakref.WeakKeyDictionary[Store, InventoryStore] = weakref.WeakKeyDictionary()

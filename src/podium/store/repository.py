@@ -7,7 +7,8 @@ worker threads. Writes that fan out to many nodes are one ``executemany`` each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,9 @@ from podium.store.tables import UTCDateTime, job_events, job_nodes, jobs, nodes
 _NS = "puppetlabs.orchestrator"
 
 
+_BACKGROUND_WAIT = 120.0  # seconds close() waits for background work (an ANALYZE)
+
+
 class Store:
     """Podium's data in the database at ``url``; call :meth:`migrate` before first use.
 
@@ -52,6 +56,8 @@ class Store:
     """
 
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self._background: set[threading.Thread] = set()
+        self._background_lock = threading.Lock()
         self.url = database_url(url)
         self.dialect: str = self.url.get_backend_name()
         try:
@@ -109,8 +115,21 @@ class Store:
                 if sqlite and raw is not None:
                     raw.execute("PRAGMA foreign_keys = ON")
 
+    def in_background(self, work: Callable[[], None], name: str) -> None:
+        """Run ``work`` (upkeep such as ANALYZE) on a thread of its own, which
+        :meth:`close` waits for, so that no connection outlives the store."""
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        with self._background_lock:
+            self._background = {t for t in self._background if t.is_alive()} | {thread}
+        thread.start()
+
     def close(self) -> None:
-        """Close every pooled connection; the Store must not be used afterwards."""
+        """Close every pooled connection, once background work has ended; the Store must
+        not be used afterwards."""
+        with self._background_lock:
+            running = list(self._background)
+        for thread in running:
+            thread.join(_BACKGROUND_WAIT)
         self._engine.dispose()
 
     # Inventory
