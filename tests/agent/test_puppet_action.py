@@ -304,7 +304,7 @@ async def test_a_disabled_node_refuses_to_run_until_enabled(agent: State, tmp_pa
             "_error": {
                 "kind": "podium.puppet/agent_disabled",
                 "msg": "Puppet is disabled on node1.example: maintenance window; "
-                "enable it with podium puppet enable",
+                "enable it with: podium puppet enable --nodes node1.example",
                 "details": {"disabled_message": "maintenance window"},
             }
         },

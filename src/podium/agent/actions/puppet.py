@@ -516,7 +516,7 @@ async def _refusal(agent: AgentState, state: Path) -> dict[str, Any] | None:
     return _error(
         DISABLED,
         f"Puppet is disabled on {agent.config.certname}: {message or 'no reason given'}; "
-        "enable it with podium puppet enable",
+        f"enable it with: podium puppet enable --nodes {agent.config.certname}",
         {"disabled_message": message},
     )
 
