@@ -20,6 +20,7 @@ ROOT_GROUP = "00000000-0000-4000-8000-000000000000"
 @pytest.fixture
 def web_operator(fleet: Installation) -> Iterator[tuple[str, str]]:
     """(token, node group id) of a user who may run ``package`` on the group "web"."""
+    fleet.wait_for_facts(*WEB)  # a group holds the nodes of the inventory its rule matches
     where = (fleet.fleet.server_url, fleet.fleet.cacert, fleet.fleet.api_token)
     rbac = ApiClient(*where, api="/rbac-api/v1")
     classifier = ApiClient(*where, api="/classifier-api/v1")
