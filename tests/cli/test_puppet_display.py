@@ -183,3 +183,9 @@ def test_job_show_names_the_mode_and_flags_of_a_deploy() -> None:
     lines = job_lines(job)
     assert "  Mode:        apply" in lines
     assert "  Options:     noop; debug" in lines
+
+
+def test_a_run_refused_before_puppet_started_says_so() -> None:
+    refused = {"_error": {"kind": "podium.puppet/agent_disabled", "msg": "Puppet is disabled"}}
+    assert outcome(refused) == "Puppet did not run"
+    assert run_lines(refused) == ["  Error: Puppet is disabled"]

@@ -153,3 +153,10 @@ def test_a_pack_name_that_is_no_sha256_names_no_file(
     code: CodeDir, tmp_path: Path, name: str
 ) -> None:
     assert Packer(code, tmp_path / "packs").path(name) is None
+
+
+def test_an_environment_without_manifests_still_has_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    write(root, {"environments/production/modules/ntp/manifests/init.pp": "class ntp {}\n"})
+    found = unpacked(build("production", members(CodeDir(root, builtin=None), "production")))
+    assert found["production/manifests"] == (None, 0o755)

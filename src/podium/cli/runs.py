@@ -28,7 +28,9 @@ def outcome(result: Mapping[str, Any] | None) -> str:
     """``changed``, ``unchanged``, ``failed``, or ``noop, 2 pending changes``."""
     if not result:
         return ""
-    status = clean_line(str(result.get("status") or "unknown"))
+    if not result.get("status"):  # refused before Puppet ran, or Puppet wrote no report
+        return "Puppet did not run" if result.get("_error") else "no status"
+    status = clean_line(str(result["status"]))
     if result.get("noop") and status != "failed":
         pending = int((result.get("metrics") or {}).get("noop") or 0)
         if pending or result.get("noop_pending"):

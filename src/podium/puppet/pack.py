@@ -104,6 +104,10 @@ def build(env: str, entries: Members) -> bytes:
     ):
         folders: set[str] = set()
         conf = f"{env}/environment.conf"
+        # Always there, if empty: classes from node groups need no manifest of their own.
+        for folder in (env, f"{env}/manifests"):
+            folders.add(folder)
+            tar.addfile(_info(folder, tarfile.DIRTYPE, 0o755))
         for arc, path, executable in [(conf, Path(), False), *entries]:
             for folder in _parents(arc):
                 if folder not in folders:
