@@ -244,7 +244,7 @@ async def test_a_task_outlives_an_agent_restart(tmp_path: Path) -> None:
         [sys.executable, "-c", agent], capture_output=True, text=True, check=True, timeout=30
     )
     pid = int(started.stdout)
-    assert taskrun._alive(pid), "the task should still run after its agent exited"
+    assert taskrun.is_alive(pid), "the task should still run after its agent exited"
     assert not (txdir / "exitcode").exists()
     go.touch()
     # The restarted agent only has the pid from its spool.

@@ -22,9 +22,9 @@ import codecs
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from podium.protocol.messages import MAX_OUTPUT_CHUNK, TaskOutput
 
@@ -183,3 +183,25 @@ class OutputFollower:
                 if not final or ended:
                     break
         return chunks
+
+
+T = TypeVar("T")
+
+
+async def streamed(follower: OutputFollower, until: Awaitable[T], *, what: str = "a run") -> T:
+    """What ``until`` (the wait for a run's end) gives, ``follower`` streaming its
+    output meanwhile; the last of the output is sent before this returns. Streaming is
+    best effort: its failure is logged, never the run's result lost to it."""
+    ended = asyncio.Event()
+    streaming = asyncio.ensure_future(follower.follow(ended))
+    try:
+        value = await until
+    except BaseException:
+        streaming.cancel()
+        raise
+    ended.set()
+    try:
+        await streaming
+    except Exception:
+        log.exception("streaming the output of %s failed", what)
+    return value

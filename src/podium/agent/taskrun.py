@@ -482,7 +482,7 @@ async def _child_exited(popen: subprocess.Popen[bytes], poll: float) -> None:
         os.close(pidfd)
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     """Whether ``pid`` is a running process (a zombie is not)."""
     if pid <= 0:
         return False
@@ -503,7 +503,7 @@ def _alive(pid: int) -> bool:
 def _is_wrapper(pid: int, txdir: Path) -> bool:
     """Whether ``pid`` is alive and still the wrapper of the task in ``txdir`` (a pid
     recorded by an earlier agent process may since have been given to another)."""
-    if not _alive(pid):
+    if not is_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

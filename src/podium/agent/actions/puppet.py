@@ -53,7 +53,7 @@ from podium.agent import taskrun
 from podium.agent.actions import AgentState, ImmediateAction, Outcome, SpooledAction, StopSignal
 from podium.agent.actions.task import parse_stop
 from podium.agent.filecache import check_spec
-from podium.agent.output import OUTPUT_INTERVAL, OUTPUT_LIMIT, OutputFollower
+from podium.agent.output import OUTPUT_INTERVAL, OUTPUT_LIMIT, OutputFollower, streamed
 from podium.agent.puppet import report as reports
 from podium.agent.puppet import runner
 from podium.agent.results import stopped_error
@@ -392,18 +392,11 @@ class PuppetRun(SpooledAction[PuppetRequest]):
             interval=self.output_interval,
             limit=self.output_limit,
         )
-        ended = asyncio.Event()
-        streaming = asyncio.ensure_future(follower.follow(ended))
-        try:
-            ending = await taskrun.wait_ended(txdir, pid, stop=stop, kill_grace=self.kill_grace)
-        except BaseException:
-            streaming.cancel()
-            raise
-        ended.set()
-        try:
-            await streaming  # the last of the output goes before the result
-        except Exception:  # streaming is best effort: never lose the result to it
-            log.exception("streaming the output of %s failed", record.transaction_id)
+        ending = await streamed(
+            follower,
+            taskrun.wait_ended(txdir, pid, stop=stop, kill_grace=self.kill_grace),
+            what=record.transaction_id,
+        )
         await asyncio.to_thread(_clean_up, agent, txdir)
         mode = str(record.params.get("mode", "apply"))
         if ending == "stopped":

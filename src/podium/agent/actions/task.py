@@ -48,7 +48,7 @@ from typing import Any, Final, TypeVar
 from podium.agent import taskrun
 from podium.agent.actions import AgentState, ImmediateAction, Outcome, SpooledAction, StopSignal
 from podium.agent.filecache import check_spec
-from podium.agent.output import OUTPUT_INTERVAL, OUTPUT_LIMIT, OutputFollower
+from podium.agent.output import OUTPUT_INTERVAL, OUTPUT_LIMIT, OutputFollower, streamed
 from podium.agent.results import TASK_ERROR, stopped_error
 from podium.agent.spool import TransactionRecord
 from podium.errors import PodiumError, ProtocolError, ValidationError
@@ -275,18 +275,11 @@ class TaskRun(SpooledAction[TaskRequest]):
             interval=self.output_interval,
             limit=self.output_limit,
         )
-        ended = asyncio.Event()
-        streaming = asyncio.ensure_future(follower.follow(ended))
-        try:
-            outcome = await taskrun.wait_task(txdir, pid, stop=stop, kill_grace=self.kill_grace)
-        except BaseException:
-            streaming.cancel()
-            raise
-        ended.set()
-        try:
-            await streaming  # the last of the output goes before the result
-        except Exception:  # streaming is best effort: never lose the result to it
-            log.exception("streaming the output of %s failed", record.transaction_id)
+        outcome = await streamed(
+            follower,
+            taskrun.wait_task(txdir, pid, stop=stop, kill_grace=self.kill_grace),
+            what=record.transaction_id,
+        )
         return outcome
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+from podium.agent.taskrun import is_alive
 from podium.errors import ValidationError
 
 DISABLED_LOCK: Final = "agent_disabled.lock"
@@ -342,7 +343,7 @@ def hold_run_lock(
     while pid is None:
         pid = _running(wrapper, program)
         if pid is None:
-            if time.monotonic() > deadline or not _is_alive(wrapper):
+            if time.monotonic() > deadline or not is_alive(wrapper):
                 return None
             time.sleep(0.005)
     state.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -383,17 +384,3 @@ def _running(wrapper: int, program: str) -> int | None:
         if argv != own and os.fsencode(program) in argv.split(b"\0"):
             return int(child)
     return None
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
