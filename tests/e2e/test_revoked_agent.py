@@ -16,6 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_revoked_agent_is_disconnected_and_refused(fleet: Installation) -> None:
     certname = "revoked.e2e"
     fleet.add_agent(certname)
+    fleet.wait_for_facts(certname)  # a node the inventory knows, so the job says it is away
 
     # Through the server's CA API, as from an operator's laptop.
     revoke = fleet.cli("ca", "revoke", "--server-url", fleet.fleet.server_url, certname)
